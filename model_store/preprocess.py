@@ -66,13 +66,32 @@ def to_rgb8(pixels: np.ndarray) -> np.ndarray:
     raise ImageDecodeError("unsupported_mode", f"unsupported number of channels: {channels}")
 
 
+def _undecodable(data: bytes, width: int, height: int, fmt: str) -> ImageDecodeError:
+    """Why OpenCV refused a file whose header is fine: a pixel layout it does not handle, or damaged data.
+
+    Pillow decodes the whole file to tell them apart (size already checked against the pixel limit): if it can,
+    the data is intact and the layout (e.g. a TIFF with 5 samples per pixel) is what we do not support.
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            mode = im.mode
+    except (OSError, SyntaxError, ValueError):
+        return ImageDecodeError("corrupt", f"{fmt} image ({width}x{height}) could not be decoded: truncated or corrupt")
+    message = (
+        f"{fmt} image ({width}x{height}, Pillow mode {mode}) has a pixel layout that cannot be decoded; "
+        "send gray, RGB or RGBA with 8 or 16 bits per channel"
+    )
+    return ImageDecodeError("unsupported_mode", message)
+
+
 def decode_rgb8(data: bytes, max_pixels: int | None = None) -> np.ndarray:
     """Decode image bytes to RGB uint8 (H, W, 3) at full size, after a header check."""
     width, height, fmt = read_header(data, max_pixels)
     buffer = np.frombuffer(data, dtype=np.uint8)
     pixels = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
     if pixels is None:
-        raise ImageDecodeError("corrupt", f"{fmt} image ({width}x{height}) could not be decoded: truncated or corrupt")
+        raise _undecodable(data, width, height, fmt)
     if pixels.shape[0] != height or pixels.shape[1] != width:
         message = f"decoded size {pixels.shape[1]}x{pixels.shape[0]} != header {width}x{height}"
         raise ImageDecodeError("corrupt", message)

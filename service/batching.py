@@ -1,0 +1,237 @@
+"""The micro-batcher: images of concurrent requests become one ONNX Runtime run.
+
+Knobs (BentoML's names): batch size (``max_batch_size``) and batch window (``batch_window_s``, the longest the
+oldest waiting image waits for company — Triton's ``max_queue_delay``). A batch is flushed when it is full, when
+its window has passed, or when no other image is on its way (requests announce their images with ``announce``
+while their upload is read and decoded), whichever comes first: a lone request is not held for company that is not
+coming. While one batch runs (in a dedicated thread, off the event loop), new images queue up and leave together
+as soon as it returns, so under load batches fill by themselves.
+
+Guarantees: the queue is bounded (``queue_limit`` images; a request that does not fit is refused at once with
+``QueueFull``, never parked); every image gets exactly one result or one exception; an image whose request was
+cancelled (client gone) before its batch was formed is skipped, never run; a batch only holds images prepared for
+the same model object, so a hot reload never mixes sizes and in-flight requests finish on the model they started
+with; ``stop`` refuses new work and answers what is queued (or fails it, after the drain timeout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from service.errors import InferenceFailed, QueueFull, ShuttingDown
+from service.metrics import ServiceMetrics
+
+logger = logging.getLogger("service.batching")
+
+
+class Predictor(Protocol):
+    def predict(self, batch: np.ndarray) -> Sequence[Any]: ...
+
+
+@dataclass(eq=False)
+class _Item:
+    model: Predictor
+    image: np.ndarray
+    future: asyncio.Future[Any]
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+class Arrival:
+    """Images one request has announced but not queued yet (upload being read or decoded)."""
+
+    def __init__(self, batcher: MicroBatcher, n_images: int) -> None:
+        self._batcher = batcher
+        self._count = 0
+        self.expect(n_images)
+
+    def expect(self, n_images: int) -> None:
+        """Correct the announcement once the number of files is known."""
+        self._batcher._on_way += n_images - self._count
+        self._count = n_images
+
+    def settle(self) -> None:
+        """The images are queued, or will never be (bad files, errors): stop waiting for them. Idempotent."""
+        if self._count:
+            self._batcher._on_way -= self._count
+            self._count = 0
+            self._batcher._wakeup.set()
+
+
+class MicroBatcher:
+    """Bounded queue + one batching loop + one inference thread."""
+
+    def __init__(
+        self, *, max_batch_size: int, batch_window_s: float, queue_limit: int, metrics: ServiceMetrics
+    ) -> None:
+        self.max_batch_size = max_batch_size
+        self.batch_window_s = batch_window_s
+        self.queue_limit = queue_limit
+        self._metrics = metrics
+        self._queue: deque[_Item] = deque()
+        self._wakeup = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prd-inference")
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._seconds_per_image = 0.0
+        self._on_way = 0
+
+    @property
+    def depth(self) -> int:
+        """Images waiting (including cancelled ones not yet skipped)."""
+        return len(self._queue)
+
+    @property
+    def accepting(self) -> bool:
+        """False once ``stop`` has begun."""
+        return not self._stopping
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name="prd-batcher")
+
+    def check_room(self, n_images: int) -> None:
+        """Raise ``QueueFull``/``ShuttingDown`` now if ``n_images`` could not be queued (cheap early refusal)."""
+        if self._stopping:
+            raise ShuttingDown("the service is shutting down and takes no new images; retry on another instance")
+        if len(self._queue) + n_images > self.queue_limit:
+            seconds = self.retry_after_s()
+            detail = (
+                f"{len(self._queue)} images are waiting for inference (limit {self.queue_limit}); "
+                f"this request adds {n_images}. Retry after {seconds} s."
+            )
+            raise QueueFull(detail, headers={"Retry-After": str(seconds)})
+
+    def retry_after_s(self) -> int:
+        """Whole seconds until the current queue is likely processed (at least 1)."""
+        return max(1, math.ceil(len(self._queue) * self._seconds_per_image))
+
+    def announce(self, n_images: int = 1) -> Arrival:
+        """Tell the batcher images are coming, so a waiting batch holds its window for them."""
+        return Arrival(self, n_images)
+
+    async def submit(self, model: Predictor, images: Sequence[np.ndarray], arrival: Arrival | None = None) -> list[Any]:
+        """Queue all images of one request (all or none) and wait for their predictions, in order."""
+        self.check_room(len(images))
+        loop = asyncio.get_running_loop()
+        items = [_Item(model, image, loop.create_future()) for image in images]
+        self._queue.extend(items)
+        if arrival is not None:
+            arrival.settle()
+        self._metrics.queue_depth.set(len(self._queue))
+        self._wakeup.set()
+        try:
+            outcomes = await asyncio.gather(*(item.future for item in items), return_exceptions=True)
+        except asyncio.CancelledError:
+            for item in items:
+                item.future.cancel()
+            raise
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return list(outcomes)
+
+    async def _loop(self) -> None:
+        while True:
+            batch = await self._collect()
+            if batch is None:
+                return
+            if batch:
+                await self._run(batch)
+
+    async def _collect(self) -> list[_Item] | None:
+        """Wait for a full batch, the oldest image's window or an empty road; ``None`` once stopping and empty."""
+        while not self._queue:
+            if self._stopping:
+                return None
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        head = self._queue[0]
+        deadline = head.enqueued + self.batch_window_s
+        while not self._stopping and self._on_way > 0 and self._ready(head.model) < self.max_batch_size:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                break
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except asyncio.TimeoutError:
+                break
+        return self._take(head.model)
+
+    def _ready(self, model: Predictor) -> int:
+        """Live images for ``model`` at the head of the queue, counted up to the batch size."""
+        count = 0
+        for item in self._queue:
+            if item.model is not model or count >= self.max_batch_size:
+                break
+            count += 0 if item.future.done() else 1
+        return count
+
+    def _take(self, model: Predictor) -> list[_Item]:
+        batch: list[_Item] = []
+        while self._queue and len(batch) < self.max_batch_size and self._queue[0].model is model:
+            item = self._queue.popleft()
+            if not item.future.done():  # cancelled: the client is gone, do not spend inference on it
+                batch.append(item)
+        self._metrics.queue_depth.set(len(self._queue))
+        return batch
+
+    async def _run(self, batch: list[_Item]) -> None:
+        now = time.perf_counter()
+        for item in batch:
+            self._metrics.queue_wait.observe(now - item.enqueued)
+        self._metrics.batch_size.observe(len(batch))
+        model = batch[0].model
+        loop = asyncio.get_running_loop()
+        start = time.perf_counter()
+        try:
+            stacked = np.stack([item.image for item in batch])
+            predictions = await loop.run_in_executor(self._executor, model.predict, stacked)
+            if len(predictions) != len(batch):
+                raise RuntimeError(f"model returned {len(predictions)} predictions for {len(batch)} images")
+        except asyncio.CancelledError:  # drain timeout: nobody will deliver this batch's results
+            _fail(batch, ShuttingDown("the service shut down while this image was being scored; retry"))
+            raise
+        except Exception as exc:
+            logger.exception("inference failed for a batch of %d", len(batch))
+            _fail(batch, InferenceFailed(f"inference failed for a batch of {len(batch)} images: {exc}"))
+            return
+        elapsed = time.perf_counter() - start
+        self._metrics.inference.observe(elapsed)
+        self._seconds_per_image = 0.8 * self._seconds_per_image + 0.2 * elapsed / len(batch)
+        for item, prediction in zip(batch, predictions, strict=True):
+            if not item.future.done():
+                item.future.set_result(prediction)
+
+    async def stop(self, timeout_s: float) -> None:
+        """Refuse new images, answer the queued ones within ``timeout_s``, fail the rest with ``ShuttingDown``."""
+        self._stopping = True
+        self._wakeup.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
+            except asyncio.TimeoutError:
+                logger.error("drain timeout (%.1f s): failing %d queued images", timeout_s, len(self._queue))
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task  # the batch in flight is failed with ShuttingDown on the way out
+        _fail(list(self._queue), ShuttingDown("the service shut down before this image was scored; retry"))
+        self._queue.clear()
+        self._metrics.queue_depth.set(0)
+        self._executor.shutdown(wait=False)
+
+
+def _fail(items: list[_Item], error: Exception) -> None:
+    for item in items:
+        if not item.future.done():
+            item.future.set_exception(error)

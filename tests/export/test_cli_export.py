@@ -1,0 +1,58 @@
+"""``python -m training export`` end to end on the real ``PRDModel`` (untrained, small): run folder → bundle."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("efficientnet_lite_pytorch")
+
+from model_store.bundle import load_bundle  # noqa: E402
+from model_store.triton import CONFIG_FILE, check_config  # noqa: E402
+from training.export import add_export_arguments, run_export  # noqa: E402
+
+pytestmark = pytest.mark.torch
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory, dataset) -> Path:
+    from training.config import TrainConfig
+    from training.model import PRDModel, save_checkpoint
+
+    run = tmp_path_factory.mktemp("run")
+    roots = sorted({str(d.parent) for d in dataset.category_dirs.values()})
+    config = TrainConfig(data=roots, image_size=64, embed_dim=32, prototypes=8, recall_topk=2, decoder_width=16)
+    model = PRDModel(config, dataset.categories).eval()
+    config.save(run / "config.json")
+    save_checkpoint(model, run, epoch=0)
+    (run / "metrics.json").write_text(json.dumps({"mean": {"image_auroc": 0.5}, "warnings": ["from evaluate"]}))
+    return run
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="training export")
+    add_export_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_cli_exports_a_run_folder_with_the_runs_data_and_metrics(run_dir: Path, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    target = run_export(_args(str(run_dir), "--store", str(store), "--name", "prd", "--target-far", "0.05"))
+    assert target == store / "prd" / "1"
+    bundle = load_bundle(store, "prd", "latest")
+    manifest = bundle.manifest
+    assert manifest.calibration.target_false_alarm_rate == 0.05 and manifest.teacher == "efficientnet_lite0"
+    assert manifest.prd["prototypes"] == 8 and manifest.input.height == 64
+    assert manifest.metrics["warnings"] == ["from evaluate"] and "calibration_warnings" in manifest.metrics
+    assert manifest.metrics["export_parity"]["score_max_rel_diff"] <= 1e-4
+    assert manifest.training_data["categories"].keys() == set(manifest.categories)
+    check_config((store / "prd" / CONFIG_FILE).read_text(), manifest)
+
+
+def test_cli_reports_a_bad_run_in_one_line(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match=r"export failed: .*checkpoint\.pt: no checkpoint"):
+        run_export(_args(str(tmp_path / "missing-run"), "--store", str(tmp_path / "store")))

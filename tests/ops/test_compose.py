@@ -1,0 +1,146 @@
+"""docker-compose.yml, checked without a Docker engine: structure, mounts, healthchecks, GPU reservation, schema."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.config import Settings
+from tests.ops.support import (
+    COMPOSE_FILE,
+    DOCKER,
+    HEALTHCHECK_SCRIPT,
+    REPO,
+    SCRAPE_JOB,
+    dockerfile_instructions,
+    exec_form,
+    load_yaml,
+    require_binary,
+    run,
+)
+
+SCORERS = {"scorer": "docker/Dockerfile.gpu", "scorer-cpu": "docker/Dockerfile.cpu"}
+LONG_RUNNING = ("scorer", "scorer-cpu", "prometheus", "grafana")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return load_yaml(COMPOSE_FILE)
+
+
+def _bind_mounts(service: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(source, target, mode) of the short-syntax volumes whose source is a host path."""
+    mounts = []
+    for entry in service.get("volumes", []):
+        source, target, *rest = entry.split(":")
+        if source.startswith((".", "/", "$")):
+            mounts.append((source, target, rest[0] if rest else "rw"))
+    return mounts
+
+
+def test_compose_defines_scorer_variants_prometheus_grafana(compose: dict[str, Any]) -> None:
+    assert set(LONG_RUNNING) <= set(compose["services"])
+    assert compose["services"]["scorer"]["profiles"] == ["gpu"]
+    assert compose["services"]["scorer-cpu"]["profiles"] == ["cpu"]
+    assert "profiles" not in compose["services"]["prometheus"]
+    assert "profiles" not in compose["services"]["grafana"]
+
+
+def test_gpu_scorer_reserves_an_nvidia_gpu_and_cpu_scorer_does_not(compose: dict[str, Any]) -> None:
+    devices = compose["services"]["scorer"]["deploy"]["resources"]["reservations"]["devices"]
+    assert any(d.get("driver") == "nvidia" and "gpu" in d.get("capabilities", []) for d in devices)
+    assert "deploy" not in compose["services"]["scorer-cpu"]
+
+
+def test_scorers_build_their_dockerfiles_and_answer_to_the_scraped_name(compose: dict[str, Any]) -> None:
+    scrape = load_yaml(DOCKER / "prometheus" / "prometheus.yml")
+    job = next(job for job in scrape["scrape_configs"] if job["job_name"] == SCRAPE_JOB)
+    target_host = job["static_configs"][0]["targets"][0].split(":")[0]
+    for name, dockerfile in SCORERS.items():
+        service = compose["services"][name]
+        assert service["build"]["dockerfile"] == dockerfile
+        assert (REPO / service["build"]["context"] / dockerfile).is_file()
+        assert target_host in service["networks"]["default"]["aliases"]
+        assert "command" not in service and "entrypoint" not in service, "the image's CMD must stay the command"
+
+
+def test_model_store_is_mounted_read_only_into_the_scorers(compose: dict[str, Any]) -> None:
+    for name in SCORERS:
+        service = compose["services"][name]
+        store = service["environment"]["PRD_MODEL_STORE"]
+        assert ("./model_store", store, "ro") in _bind_mounts(service)
+
+
+def test_every_bind_mount_source_exists(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        for source, _target, _mode in _bind_mounts(service):
+            if source.startswith("$") or source in ("./runs",):
+                continue  # user-chosen data folder; runs/ is created by training
+            assert (REPO / source).exists(), f"{name}: bind mount source {source} missing"
+
+
+def test_named_volumes_are_declared_and_used(compose: dict[str, Any]) -> None:
+    declared = set(compose["volumes"])
+    used = {
+        entry.split(":")[0]
+        for service in compose["services"].values()
+        for entry in service.get("volumes", [])
+        if not entry.startswith((".", "/", "$"))
+    }
+    assert {"prometheus-data", "grafana-data"} <= declared
+    assert used == declared
+
+
+def test_prometheus_and_grafana_get_their_config_from_docker_folder(compose: dict[str, Any]) -> None:
+    prometheus = _bind_mounts(compose["services"]["prometheus"])
+    assert ("./docker/prometheus", "/etc/prometheus", "ro") in prometheus
+    command = compose["services"]["prometheus"]["command"]
+    assert "--config.file=/etc/prometheus/prometheus.yml" in command
+    grafana = _bind_mounts(compose["services"]["grafana"])
+    assert ("./docker/grafana/provisioning", "/etc/grafana/provisioning", "ro") in grafana
+    provider = load_yaml(DOCKER / "grafana" / "provisioning" / "dashboards" / "prd-inspect.yml")
+    dashboards_path = provider["providers"][0]["options"]["path"]
+    assert ("./docker/grafana/dashboards", dashboards_path, "ro") in grafana
+
+
+def test_long_running_services_have_healthchecks(compose: dict[str, Any]) -> None:
+    for name in LONG_RUNNING:
+        check = compose["services"][name]["healthcheck"]
+        assert check["test"][0] == "CMD" and len(check["test"]) > 1, name
+        assert {"interval", "timeout", "retries"} <= set(check), name
+
+
+def test_scorer_healthcheck_is_the_images_healthcheck(compose: dict[str, Any]) -> None:
+    for name, dockerfile in SCORERS.items():
+        instructions = dict(dockerfile_instructions(REPO / dockerfile))
+        image_check = exec_form(instructions["HEALTHCHECK"].split(" CMD ", 1)[1])
+        assert compose["services"][name]["healthcheck"]["test"][1:] == image_check
+        assert image_check[-1] == f"/app/docker/{HEALTHCHECK_SCRIPT.name}"
+
+
+def test_scorer_environment_names_are_service_settings(compose: dict[str, Any]) -> None:
+    known = {f"PRD_{field.upper()}" for field in Settings.model_fields}
+    for name in SCORERS:
+        unknown = set(compose["services"][name]["environment"]) - known
+        assert not unknown, f"{name} sets variables the service does not read: {sorted(unknown)}"
+
+
+def _compose_command() -> list[str]:
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    if shutil.which("docker") and run(["docker", "compose", "version"]).returncode == 0:
+        return ["docker", "compose"]
+    return [require_binary("docker-compose")]
+
+
+def test_compose_file_passes_compose_schema_validation(tmp_path: Path) -> None:
+    command = _compose_command()
+    result = run([*command, "--project-directory", str(REPO), "-f", str(COMPOSE_FILE), "config", "-q"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for profile in ("gpu", "cpu"):
+        result = run([*command, "-f", str(COMPOSE_FILE), "--profile", profile, "config", "--services"], cwd=REPO)
+        assert result.returncode == 0, result.stderr
+        assert {"prometheus", "grafana"} <= set(result.stdout.split())

@@ -1,0 +1,214 @@
+"""The micro-batcher on its own, with a fake model: merging, window, bounds, cancellation, drain, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+
+from service.batching import MicroBatcher
+from service.errors import InferenceFailed, QueueFull, ShuttingDown
+from service.metrics import ServiceMetrics
+from tests.service.harness import PATIENCE_S, run, until
+
+
+class FakeModel:
+    """Returns each image's first pixel; can hold batches until released."""
+
+    def __init__(self, hold: bool = False, fail: bool = False) -> None:
+        self.batches: list[list[int]] = []
+        self.release = threading.Event()
+        if not hold:
+            self.release.set()
+        self.fail = fail
+
+    def predict(self, batch: np.ndarray) -> list[int]:
+        self.batches.append([int(image[0, 0, 0]) for image in batch])
+        self.release.wait(20)
+        if self.fail:
+            raise RuntimeError("boom")
+        return [int(image[0, 0, 0]) for image in batch]
+
+
+def image(value: int) -> np.ndarray:
+    return np.full((2, 2, 3), value, dtype=np.uint8)
+
+
+def batcher(
+    max_batch_size: int = 4, window_s: float = 5.0, queue_limit: int = 16
+) -> tuple[MicroBatcher, ServiceMetrics]:
+    metrics = ServiceMetrics(CollectorRegistry())
+    b = MicroBatcher(max_batch_size=max_batch_size, batch_window_s=window_s, queue_limit=queue_limit, metrics=metrics)
+    return b, metrics
+
+
+def test_concurrent_requests_are_merged_into_full_batches_in_order() -> None:
+    async def scenario() -> None:
+        b, metrics = batcher(max_batch_size=4, window_s=5.0)
+        b.start()
+        model = FakeModel()
+        results = await asyncio.gather(*(b.submit(model, [image(i), image(i + 100)]) for i in range(4)))
+        assert results == [[i, i + 100] for i in range(4)]
+        assert sorted(len(batch) for batch in model.batches) == [4, 4]  # full batches flushed without the 5 s window
+        assert metrics.registry.get_sample_value("prd_batch_size_sum") == 8
+        await b.stop(5)
+
+    run(scenario())
+
+
+def test_lonely_image_is_not_held_for_company_that_is_not_coming() -> None:
+    async def scenario() -> None:
+        b, _ = batcher(max_batch_size=32, window_s=3600.0)  # waiting out this window would hang the test
+        b.start()
+        model = FakeModel()
+        assert await asyncio.wait_for(b.submit(model, [image(7)]), PATIENCE_S) == [7]
+        assert model.batches == [[7]]
+        await b.stop(5)
+
+    run(scenario())
+
+
+def test_batch_waits_for_announced_images_then_leaves_with_them() -> None:
+    async def scenario() -> None:
+        b, _ = batcher(max_batch_size=32, window_s=3600.0)
+        b.start()
+        model = FakeModel()
+        arrival = b.announce(1)  # a request still uploading / decoding
+        first = asyncio.ensure_future(b.submit(model, [image(1)]))
+        await asyncio.sleep(0.05)
+        assert model.batches == []  # held: an image is on its way and the window is open
+        second = await asyncio.wait_for(b.submit(model, [image(2)], arrival), PATIENCE_S)
+        assert await first == [1] and second == [2]
+        assert model.batches == [[1, 2]]
+        await b.stop(5)
+
+    run(scenario())
+
+
+def test_window_closes_early_when_an_announced_request_withdraws() -> None:
+    async def scenario() -> None:
+        b, _ = batcher(max_batch_size=32, window_s=3600.0)
+        b.start()
+        model = FakeModel()
+        arrival = b.announce(3)
+        first = asyncio.ensure_future(b.submit(model, [image(1)]))
+        await asyncio.sleep(0.05)
+        arrival.settle()  # e.g. all its files were bad
+        arrival.settle()  # idempotent
+        assert await asyncio.wait_for(first, PATIENCE_S) == [1]
+        await b.stop(5)
+
+    run(scenario())
+
+
+def test_window_flushes_a_partial_batch_when_it_passes() -> None:
+    async def scenario() -> None:
+        b, _ = batcher(max_batch_size=32, window_s=0.02)
+        b.start()
+        model = FakeModel()
+        b.announce(1)  # announced but never sent: only the window lets the batch go
+        assert await asyncio.wait_for(b.submit(model, [image(7)]), PATIENCE_S) == [7]
+        await b.stop(5)
+
+    run(scenario())
+
+
+def test_request_that_does_not_fit_is_refused_at_once_with_retry_after() -> None:
+    async def scenario() -> None:
+        b, _ = batcher(max_batch_size=1, window_s=0.0, queue_limit=2)
+        b.start()
+        model = FakeModel(hold=True)
+        first = asyncio.ensure_future(b.submit(model, [image(1)]))
+        await until(lambda: model.batches == [[1]], "first batch running")
+        queued = asyncio.ensure_future(b.submit(model, [image(2), image(3)]))
+        await until(lambda: b.depth == 2, "queue filled")
+        with pytest.raises(QueueFull) as refused:
+            await b.submit(model, [image(4)])
+        assert int(refused.value.headers["Retry-After"]) >= 1
+        model.release.set()
+        assert await first == [1] and await queued == [2, 3]
+        await b.stop(5)
+
+    run(scenario())
+
+
+def test_cancelled_request_is_skipped_before_inference() -> None:
+    async def scenario() -> None:
+        b, _ = batcher(max_batch_size=8, window_s=0.0)
+        b.start()
+        model = FakeModel(hold=True)
+        running = asyncio.ensure_future(b.submit(model, [image(1)]))
+        await until(lambda: model.batches == [[1]], "first batch running")
+        gone = asyncio.ensure_future(b.submit(model, [image(2)]))
+        kept = asyncio.ensure_future(b.submit(model, [image(3)]))
+        await until(lambda: b.depth == 2, "both queued")
+        gone.cancel()
+        model.release.set()
+        assert await running == [1] and await kept == [3]
+        assert model.batches == [[1], [3]]
+        await b.stop(5)
+
+    run(scenario())
+
+
+def test_stop_answers_queued_images_then_refuses_new_ones() -> None:
+    async def scenario() -> None:
+        b, _ = batcher(max_batch_size=2, window_s=5.0)
+        b.start()
+        model = FakeModel(hold=True)
+        pending = [asyncio.ensure_future(b.submit(model, [image(i)])) for i in range(5)]
+        await until(lambda: len(model.batches) == 1, "first batch running")
+        stopping = asyncio.ensure_future(b.stop(10))
+        await until(lambda: not b.accepting, "stop begun")
+        assert b.depth == 3
+        with pytest.raises(ShuttingDown):
+            await b.submit(model, [image(9)])
+        model.release.set()
+        assert [await p for p in pending] == [[i] for i in range(5)]
+        await stopping
+
+    run(scenario())
+
+
+def test_stop_after_drain_timeout_fails_every_waiting_image_once() -> None:
+    async def scenario() -> None:
+        b, _ = batcher(max_batch_size=1, window_s=0.0)
+        b.start()
+        model = FakeModel(hold=True)
+        pending = [asyncio.ensure_future(b.submit(model, [image(i)])) for i in range(3)]
+        await until(lambda: len(model.batches) == 1, "first batch running")
+        await b.stop(0.05)
+        outcomes = await asyncio.gather(*pending, return_exceptions=True)
+        assert all(isinstance(outcome, ShuttingDown) for outcome in outcomes)
+        model.release.set()
+
+    run(scenario())
+
+
+def test_inference_error_reaches_every_request_of_the_batch() -> None:
+    async def scenario() -> None:
+        b, _ = batcher(max_batch_size=4, window_s=0.05)
+        b.start()
+        model = FakeModel(fail=True)
+        outcomes = await asyncio.gather(*(b.submit(model, [image(i)] * 2) for i in range(2)), return_exceptions=True)
+        assert all(isinstance(outcome, InferenceFailed) for outcome in outcomes)
+        assert await b.submit(FakeModel(), [image(5)]) == [5]  # the loop survives
+        await b.stop(5)
+
+    run(scenario())
+
+
+def test_batches_never_mix_models() -> None:
+    async def scenario() -> None:
+        b, _ = batcher(max_batch_size=8, window_s=0.05)
+        b.start()
+        old, new = FakeModel(), FakeModel()
+        results = await asyncio.gather(b.submit(old, [image(1)]), b.submit(new, [image(2)]), b.submit(old, [image(3)]))
+        assert results == [[1], [2], [3]]
+        assert new.batches == [[2]] and [v for batch in old.batches for v in batch] == [1, 3]
+        await b.stop(5)
+
+    run(scenario())

@@ -1,0 +1,184 @@
+"""POST /score happy paths: single and multi image, every format, categories, heatmaps, the PNG answer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.fixtures.images import encode, png, uniform
+from tests.fixtures.tiny_bundle import square_image
+from tests.service.harness import run, serving, settings_for
+
+RED, GREEN = (255, 0, 0), (0, 255, 0)
+
+
+def test_score_single_image_returns_predicted_score_and_recognised_category(store: Path) -> None:
+    async def scenario() -> None:
+        async with serving(settings_for(store)) as h:
+            response = await h.score(("red.png", png(square_image(32, 8, RED))), field="file")
+            assert response.status_code == 200
+            body = response.json()
+            assert body["model"] == {"name": "tiny", "version": 1}
+            [result] = body["results"]
+            assert result["filename"] == "red.png"
+            assert result["score"] == pytest.approx((1 - 64 / 1024) / 3, abs=1e-5)
+            assert (result["category"], result["category_source"]) == ("alpha", "recognised")
+            assert result["threshold"] == 0.25 and result["is_anomalous"] is True
+            assert (result["width"], result["height"]) == (32, 32)
+            assert result["heatmap_png"] is None
+
+    run(scenario())
+
+
+def test_score_many_images_keeps_upload_order_across_formats_and_modes(store: Path) -> None:
+    gray16 = np.full((40, 24), 30000, dtype=np.uint16)
+    rgba = np.dstack([uniform(32), np.full((32, 32), 255, dtype=np.uint8)])
+    files = [
+        ("a.png", png(square_image(64, 16, GREEN))),
+        ("b.jpg", encode(uniform(32, width=48), ".jpg")),
+        ("c.bmp", encode(uniform(32), ".bmp")),
+        ("d.tiff", encode(uniform(32), ".tiff")),
+        ("e.webp", encode(uniform(32), ".webp")),
+        ("f.png", encode(uniform(32)[:, :, 0], ".png")),
+        ("g.png", encode(gray16, ".png")),
+        ("h.png", encode(rgba, ".png")),
+    ]
+
+    async def scenario() -> None:
+        async with serving(settings_for(store)) as h:
+            response = await h.score(*files)
+            assert response.status_code == 200
+            results = response.json()["results"]
+            assert [r["filename"] for r in results] == [name for name, _ in files]
+            assert [r["index"] for r in results] == list(range(len(files)))
+            assert results[0]["category"] == "beta"
+            assert (results[1]["width"], results[1]["height"]) == (48, 32)
+            assert (results[6]["width"], results[6]["height"]) == (24, 40)
+            assert all(r["score"] < 0.05 for r in results[1:])  # uniform images barely deviate
+
+    run(scenario())
+
+
+def test_given_category_overrides_recognition_and_uses_its_threshold(store: Path) -> None:
+    async def scenario() -> None:
+        async with serving(settings_for(store)) as h:
+            image = ("red.png", png(square_image(32, 8, RED)))
+            by_form = await h.client.post("/score", files=[("file", image)], data={"category": "beta"})
+            by_query = await h.client.post("/score", files=[("file", image)], params={"category": "beta"})
+            for response in (by_form, by_query):
+                [result] = response.json()["results"]
+                assert (result["category"], result["category_source"]) == ("beta", "given")
+                assert result["threshold"] == 0.5 and result["is_anomalous"] is False
+                # 0.5 * (0.3125 - 0.02) / (0.5 - 0.02)
+                assert result["normalized_score"] == pytest.approx(0.3047, abs=1e-3)
+
+    run(scenario())
+
+
+def test_recognition_floor_falls_back_to_global_calibration(store: Path) -> None:
+    async def scenario() -> None:
+        async with serving(settings_for(store, recognition_min_similarity=0.99)) as h:
+            [result] = (await h.score(("red.png", png(square_image(32, 8, RED))))).json()["results"]
+            assert (result["category"], result["category_source"]) == (None, "unknown")
+            assert h.metric("prd_images_scored_total", category="__global__", verdict="anomalous") == 1
+
+    run(scenario())
+
+
+def _decode(data: bytes) -> np.ndarray:
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def test_heatmap_is_png_at_image_size_on_calibrated_colour_scale(store: Path) -> None:
+    import base64
+
+    async def scenario() -> None:
+        async with serving(settings_for(store)) as h:
+            photo = np.zeros((48, 64, 3), dtype=np.uint8)
+            photo[:12, :16] = 255  # small bright block: high deviation (red end), background low (blue end)
+            response = await h.score(("p.png", png(photo)), params={"heatmap": "true"})
+            [result] = response.json()["results"]
+            heat = _decode(base64.b64decode(result["heatmap_png"]))
+            assert heat.shape == (48, 64, 3)
+            hot, cold = heat[3, 3].astype(int), heat[40, 60].astype(int)
+            assert hot[0] > hot[2] and cold[2] > cold[0]
+
+    run(scenario())
+
+
+def test_overlay_blends_colour_map_over_the_photo(store: Path) -> None:
+    async def scenario() -> None:
+        async with serving(settings_for(store)) as h:
+            response = await h.score(
+                ("g.png", png(uniform(32, 100))), params={"overlay": "true"}, headers={"Accept": "image/png"}
+            )
+            assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+            pixel = _decode(response.content)[10, 10].astype(float)
+            # map 0 → JET's dark blue (0, 0, 128); 0.55 × photo + 0.45 × colour
+            assert pixel == pytest.approx([55, 55, 55 + 0.45 * 128], abs=2)
+
+    run(scenario())
+
+
+def test_accept_png_returns_the_heatmap_with_verdict_headers(store: Path) -> None:
+    async def scenario() -> None:
+        async with serving(settings_for(store)) as h:
+            image = ("part.png", png(square_image(64, 16)))
+            response = await h.score(image, field="file", headers={"Accept": "image/png"})
+            assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+            assert _decode(response.content).shape == (64, 64, 3)
+            assert float(response.headers["x-prd-score"]) == pytest.approx(0.9375, abs=1e-5)
+            assert response.headers["x-prd-anomalous"] == "true"
+            assert response.headers["x-prd-category-source"] == "recognised"
+            assert response.headers["x-prd-model"] == "tiny/1"
+            assert response.headers["x-prd-image-size"] == "64x64"
+
+    run(scenario())
+
+
+def test_accept_png_with_two_files_is_not_acceptable(store: Path) -> None:
+    async def scenario() -> None:
+        async with serving(settings_for(store)) as h:
+            files = [("a.png", png(uniform(32))), ("b.png", png(uniform(32)))]
+            response = await h.score(*files, headers={"Accept": "image/png"})
+            assert response.status_code == 406
+            assert response.headers["content-type"] == "application/problem+json"
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("accept", "png_wanted"),
+    [
+        ("image/png", True),
+        ("image/*", True),
+        ("image/png, application/json;q=0.5", True),
+        ("application/json, image/png", False),
+        ("image/png, application/json", True),
+        ("*/*", False),
+        ("", False),
+        ("image/png;q=0.2, */*", False),
+        ("text/html", False),
+    ],
+)
+def test_accept_header_negotiation_prefers_json_unless_png_is_preferred(accept: str, png_wanted: bool) -> None:
+    from service.routes.score import wants_png
+
+    assert wants_png(accept) is png_wanted
+
+
+def test_openapi_documents_json_png_and_problem_answers(store: Path) -> None:
+    async def scenario() -> None:
+        async with serving(settings_for(store), ready=False) as h:
+            spec = (await h.client.get("/openapi.json")).json()
+            post = spec["paths"]["/score"]["post"]
+            assert set(post["responses"]["200"]["content"]) == {"application/json", "image/png"}
+            assert "application/problem+json" in post["responses"]["422"]["content"]
+            assert "multipart/form-data" in post["requestBody"]["content"]
+            assert "422" in post["description"] and "every" in post["description"]
+
+    run(scenario())

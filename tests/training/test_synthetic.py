@@ -1,0 +1,56 @@
+"""training.synthetic: a real MVTec layout, visibly different categories, exact masks, deterministic by seed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("tqdm")  # training.data, used to read the layout back, needs the training extra
+
+from training.data import discover  # noqa: E402
+from training.synthetic import make_synthetic_dataset  # noqa: E402
+
+pytestmark = pytest.mark.torch  # the training half: runs where the training extras are installed
+
+THREE = ("stripes", "blobs", "grid")
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.png"))}
+
+
+def test_same_seed_writes_identical_files_and_another_seed_does_not(tmp_path: Path) -> None:
+    first = _files(make_synthetic_dataset(tmp_path / "a", n_train=2, n_test_good=1, n_test_defect=2, seed=3))
+    again = _files(make_synthetic_dataset(tmp_path / "b", n_train=2, n_test_good=1, n_test_defect=2, seed=3))
+    other = _files(make_synthetic_dataset(tmp_path / "c", n_train=2, n_test_good=1, n_test_defect=2, seed=4))
+    assert first == again
+    assert first.keys() == other.keys() and first != other
+
+
+def test_layout_is_mvtec_with_the_requested_counts(tmp_path: Path) -> None:
+    root = make_synthetic_dataset(tmp_path, THREE, n_train=3, n_test_good=2, n_test_defect=3, n_validation=1)
+    summary = discover([root]).summary()
+    for name in THREE:
+        counts = summary["categories"][name]
+        assert (counts["train"], counts["validation"], counts["test_good"], counts["test_defect"]) == (3, 1, 2, 3)
+        assert counts["defect_types"] == {"scratch": 2, "spot": 1}
+
+
+def test_categories_differ_in_colour_mode_and_shape(tmp_path: Path) -> None:
+    root = make_synthetic_dataset(tmp_path, THREE, n_train=1, n_test_good=0, n_test_defect=0, size=64)
+    shapes = {name: cv2.imread(str(root / name / "train/good/000.png"), cv2.IMREAD_UNCHANGED).shape for name in THREE}
+    assert shapes == {"stripes": (64, 64, 3), "blobs": (96, 64), "grid": (64, 80, 4)}
+
+
+def test_defects_stand_out_exactly_inside_their_masks(tmp_path: Path) -> None:
+    root = make_synthetic_dataset(tmp_path, THREE, n_train=1, n_test_good=0, n_test_defect=4, size=64)
+    for sample in discover([root]).test:
+        image = cv2.imread(str(sample.path), cv2.IMREAD_GRAYSCALE).astype(np.float32)
+        mask = cv2.imread(str(sample.mask_path), cv2.IMREAD_GRAYSCALE) > 127
+        assert 0 < mask.mean() < 0.2, sample.path
+        inside, outside = image[mask], image[~mask]
+        # defects are near-black (< 26) or near-white (> 234); textures stay far from both ends
+        assert np.abs(inside - np.median(outside)).mean() > 60, sample.path

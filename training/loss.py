@@ -1,0 +1,36 @@
+"""Training objective: cosine distillation per scale, plus the prototype coherence term. Stateless functions.
+
+``pixel``: mean over positions of 1 − cos(teacher, student), summed over scales — the per-position form matches
+the anomaly map the model is judged by. ``hard``: the same, but positions below the batch's q-quantile of
+distance (already well reconstructed) have their gradient scaled by 0.1, so training time goes to the patches
+the student still gets wrong (Dinomaly's hard-mining idea, applied per position).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+EASY_GRADIENT_SCALE = 0.1
+
+
+def distillation_loss(
+    teacher: list[torch.Tensor], student: list[torch.Tensor], mode: str = "pixel", quantile: float = 0.9
+) -> torch.Tensor:
+    total = teacher[0].new_zeros(())
+    for t, s in zip(teacher, student, strict=True):
+        distance = 1 - F.cosine_similarity(t, s, dim=1)
+        if mode == "hard":
+            cutoff = torch.quantile(distance.detach().flatten()[:: max(1, distance.numel() // 65536)], quantile)
+            weight = torch.where(distance.detach() < cutoff, EASY_GRADIENT_SCALE, 1.0)
+            total = total + (distance * weight).sum() / weight.sum()
+        elif mode == "pixel":
+            total = total + distance.mean()
+        else:
+            raise ValueError(f"unknown loss mode {mode!r} (pixel, hard)")
+    return total
+
+
+def coherence_loss(best_similarity: torch.Tensor) -> torch.Tensor:
+    """Mean of 1 − cos(embedding, its nearest prototype)."""
+    return (1 - best_similarity).mean()

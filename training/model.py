@@ -1,0 +1,124 @@
+"""``PRDModel``: teacher → one-class bottleneck → MNP prototype filter (SPR recall) → student → anomaly map.
+
+In eval mode ``forward(uint8 NHWC)`` is the whole scoring pipeline and returns ``ScoreOutput``; its field names
+become the ONNX output names. Training goes through ``distill(teacher_features)`` so cached teacher features can
+be fed directly (the teacher is frozen, so its features never change).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from training.anomaly_map import AnomalyMap
+from training.backbones import Teacher, build_teacher
+from training.bottleneck import OneClassBottleneck
+from training.config import TrainConfig
+from training.decoder import StudentDecoder
+from training.prototypes import PrototypeBank, Recall
+
+CHECKPOINT_FILE = "checkpoint.pt"
+CONFIG_FILE = "config.json"
+
+
+class ScoreOutput(NamedTuple):
+    score: torch.Tensor
+    anomaly_map: torch.Tensor
+    category_similarity: torch.Tensor
+
+
+class Distilled(NamedTuple):
+    student: list[torch.Tensor]
+    embedding: torch.Tensor
+    recall: Recall | None
+
+
+class PRDModel(nn.Module):
+    def __init__(self, config: TrainConfig, categories: list[str], teacher: Teacher | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.categories = list(categories)
+        self.input_size = config.image_size
+        self.teacher_name = config.teacher
+        self.teacher = teacher or build_teacher(
+            config.teacher, config.teacher_weights, tuple(config.teacher_taps or ()) or None, config.teacher_smoothing
+        )
+        channels, strides = self.teacher.channels, self.teacher.strides
+        embed_stride = config.embed_stride or max(strides)
+        self.bottleneck = OneClassBottleneck(channels, strides, config.embed_dim, embed_stride)
+        self.bank = (
+            PrototypeBank(config.prototypes, config.embed_dim, config.recall_topk, config.recall_temperature)
+            if config.prototypes > 0
+            else None
+        )
+        self.decoder = StudentDecoder(config.embed_dim, embed_stride, channels, strides, config.decoder_width)
+        self.anomaly_map = AnomalyMap(config.image_size, config.map_sigma, config.score, config.score_topk)
+        self.register_buffer("centroids", torch.zeros(max(1, len(self.categories)), sum(channels)))
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """What the optimiser sees: bottleneck, prototypes and student — never the teacher."""
+        parts = [self.bottleneck, self.decoder] + ([self.bank] if self.bank is not None else [])
+        return [p for part in parts for p in part.parameters()]
+
+    def teacher_features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        with torch.no_grad():
+            return self.teacher.features(images)
+
+    def distill(self, features: list[torch.Tensor]) -> Distilled:
+        embedding = self.bottleneck(features)
+        recall = self.bank(embedding) if self.bank is not None else None
+        student = self.decoder(recall.rebuilt if recall is not None else embedding)
+        return Distilled(student=student, embedding=embedding, recall=recall)
+
+    @staticmethod
+    def pooled_descriptor(features: list[torch.Tensor]) -> torch.Tensor:
+        """Global-average-pooled teacher features of all scales, L2-normalised: what identifies a category."""
+        return F.normalize(torch.cat([f.mean(dim=(2, 3)) for f in features], dim=1), dim=1)
+
+    def forward(self, images: torch.Tensor) -> ScoreOutput:
+        features = self.teacher_features(images)
+        student = self.distill(features).student
+        score, anomaly_map = self.anomaly_map(features, student)
+        similarity = self.pooled_descriptor(features) @ F.normalize(self.centroids, dim=1).t()
+        return ScoreOutput(score=score, anomaly_map=anomaly_map, category_similarity=similarity)
+
+    def trained_state(self) -> dict[str, torch.Tensor]:
+        """State without the teacher (it is rebuilt from its registry name and weights file)."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("teacher.")}
+
+
+def save_checkpoint(model: PRDModel, run_dir: Path, **extra: object) -> None:
+    run_dir = Path(run_dir)
+    payload = {"config": model.config.to_dict(), "categories": model.categories, "model": model.trained_state()}
+    payload.update(extra)
+    tmp = run_dir / (CHECKPOINT_FILE + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(run_dir / CHECKPOINT_FILE)
+
+
+class RunError(ValueError):
+    """A run folder that cannot be loaded; names the file."""
+
+
+def load_run(run_dir: Path, device: str = "cpu") -> PRDModel:
+    """The trained model of a run folder, in eval mode."""
+    path = Path(run_dir) / CHECKPOINT_FILE
+    if not path.is_file():
+        raise RunError(f"{path}: no checkpoint (train with `python -m training fit --out {run_dir}`)")
+    try:
+        payload = torch.load(path, map_location=device, weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means the same thing to the user
+        raise RunError(f"{path}: unreadable checkpoint ({exc})") from exc
+    config = TrainConfig.from_dict(payload["config"])
+    model = PRDModel(config, payload["categories"])
+    model.load_state_dict(payload["model"], strict=False)
+    return model.to(device).eval()
+
+
+def read_run_config(run_dir: Path) -> TrainConfig:
+    return TrainConfig.from_dict(json.loads((Path(run_dir) / CONFIG_FILE).read_text()))

@@ -1,0 +1,138 @@
+"""Small generated MVTec-layout datasets with known defects, for tests and demos that must not need real data.
+
+Each category gets its own look so a multi-class model has something to tell apart: colour stripes (RGB, square),
+smooth grey blobs (grayscale, tall) and a colour grid (RGBA, wide), cycling in that order. Defects are scratches
+(thin lines) and spots (filled ellipses), near-black or near-white so they stand out from every texture, and each
+defect's mask is drawn with the same primitive, so masks are exact. Everything derives from ``seed`` and the
+category name: same arguments, byte-identical files.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+DEFECT_TYPES = ("scratch", "spot")
+
+
+def _stripes(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Diagonal blue/yellow stripes with jittered phase and period: RGB, size×size."""
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32)
+    angle = 0.6 + rng.normal(0.0, 0.04)
+    period = size / 6.0 * (1.0 + rng.normal(0.0, 0.03))
+    phase = rng.uniform(0.0, 2.0 * np.pi)
+    wave = 0.5 + 0.5 * np.sin(2.0 * np.pi * (x * np.cos(angle) + y * np.sin(angle)) / period + phase)
+    low, high = np.array([40.0, 90.0, 160.0]), np.array([200.0, 170.0, 60.0])
+    image = low + wave[..., None] * (high - low) + rng.normal(0.0, 6.0, (size, size, 3))
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def _blobs(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Smooth grey noise blobs: grayscale, (1.5·size)×size (tall, like a commutator photo)."""
+    height, width = size * 3 // 2, size
+    coarse = rng.normal(0.0, 1.0, (height // 8 + 2, width // 8 + 2)).astype(np.float32)
+    smooth = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
+    image = 120.0 + 22.0 * smooth + rng.normal(0.0, 4.0, (height, width))
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def _grid(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A green/grey checker grid with a small random offset: RGBA (opaque), size×(1.25·size)."""
+    height, width = size, size * 5 // 4
+    cell = max(4, size // 8)
+    dy, dx = rng.integers(0, cell, 2)
+    y, x = np.mgrid[0:height, 0:width]
+    checker = (((y + dy) // cell + (x + dx) // cell) % 2).astype(np.float32)
+    low, high = np.array([70.0, 140.0, 80.0]), np.array([150.0, 150.0, 150.0])
+    rgb = low + checker[..., None] * (high - low) + rng.normal(0.0, 5.0, (height, width, 3))
+    alpha = np.full((height, width, 1), 255.0)
+    return np.clip(np.concatenate([rgb, alpha], axis=2), 0, 255).astype(np.uint8)
+
+
+_STYLES: tuple[Callable[[np.random.Generator, int], np.ndarray], ...] = (_stripes, _blobs, _grid)
+
+
+def _defect_colour(rng: np.random.Generator, channels: int) -> tuple[int, ...]:
+    """Near-black or near-white, far from every texture's range (40..200) in every channel."""
+    value = int(rng.integers(0, 26)) if rng.random() < 0.5 else int(rng.integers(235, 256))
+    return (value,) if channels == 1 else (value,) * 3 + ((255,) if channels == 4 else ())
+
+
+def _add_defect(rng: np.random.Generator, image: np.ndarray, defect_type: str) -> tuple[np.ndarray, np.ndarray]:
+    """Draw one defect into a copy of ``image``; return (image, 0/255 mask of the same height and width)."""
+    image = np.ascontiguousarray(image.copy())
+    mask = np.zeros(image.shape[:2], np.uint8)
+    height, width = mask.shape
+    side = min(height, width)
+    colour = _defect_colour(rng, 1 if image.ndim == 2 else image.shape[2])
+    centre = (int(rng.integers(width // 5, width - width // 5)), int(rng.integers(height // 5, height - height // 5)))
+    if defect_type == "scratch":
+        angle = rng.uniform(0.0, np.pi)
+        half = rng.uniform(0.15, 0.3) * side
+        offset = np.array([np.cos(angle), np.sin(angle)]) * half
+        start = tuple(int(v) for v in np.round(np.array(centre) - offset))
+        end = tuple(int(v) for v in np.round(np.array(centre) + offset))
+        thickness = max(1, side // 32)
+        cv2.line(image, start, end, colour, thickness)
+        cv2.line(mask, start, end, 255, thickness)
+    elif defect_type == "spot":
+        axes = (int(rng.uniform(0.04, 0.09) * side) + 1, int(rng.uniform(0.04, 0.09) * side) + 1)
+        angle = float(rng.uniform(0.0, 180.0))
+        cv2.ellipse(image, centre, axes, angle, 0, 360, colour, -1)
+        cv2.ellipse(mask, centre, axes, angle, 0, 360, 255, -1)
+    else:
+        raise ValueError(f"unknown defect type {defect_type!r}; expected one of {list(DEFECT_TYPES)}")
+    return image, mask
+
+
+def _write_png(path: Path, image: np.ndarray) -> None:
+    """Write RGB/RGBA/grey pixels as PNG (OpenCV wants BGR order)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if image.ndim == 3 and image.shape[2] == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    elif image.ndim == 3 and image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA)
+    if not cv2.imwrite(str(path), image):
+        raise OSError(f"{path}: could not write PNG")
+
+
+def make_synthetic_dataset(
+    root: Path,
+    categories: Sequence[str] = ("texture_a", "texture_b"),
+    n_train: int = 12,
+    n_test_good: int = 4,
+    n_test_defect: int = 4,
+    size: int = 64,
+    seed: int = 0,
+    n_validation: int = 0,
+) -> Path:
+    """Write a small MVTec-layout dataset under ``root`` and return ``root``.
+
+    Args:
+        root: folder to write into (created; existing category folders are overwritten file by file).
+        categories: category names; the i-th gets the i-th texture style, cycling (stripes, blobs, grid).
+        n_train: normal training images per category.
+        n_test_good: normal test images per category.
+        n_test_defect: defect test images per category, alternating scratch and spot.
+        size: base side in pixels (blobs are 1.5× taller, grids 1.25× wider: the loader must squash them).
+        seed: all randomness derives from it and the category name.
+        n_validation: normal ``validation/good`` images per category (none by default).
+    """
+    root = Path(root)
+    for index, name in enumerate(categories):
+        style = _STYLES[index % len(_STYLES)]
+        rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+        category = root / name
+        for split, count in (("train", n_train), ("validation", n_validation), ("test", n_test_good)):
+            for i in range(count):
+                _write_png(category / split / "good" / f"{i:03d}.png", style(rng, size))
+        for i in range(n_test_defect):
+            defect_type = DEFECT_TYPES[i % len(DEFECT_TYPES)]
+            image, mask = _add_defect(rng, style(rng, size), defect_type)
+            _write_png(category / "test" / defect_type / f"{i:03d}.png", image)
+            _write_png(category / "ground_truth" / defect_type / f"{i:03d}_mask.png", mask)
+    return root
