@@ -222,7 +222,11 @@ def _load_state(module: nn.Module, path: Path | None, name: str, strict_prefixes
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise TeacherError(f"--teacher-weights: {path} holds a {type(state).__name__}, not a state dict")
-    wanted = {k for k in module.state_dict() if not strict_prefixes or k.startswith(strict_prefixes)}
+    wanted = {
+        k
+        for k in module.state_dict()
+        if (not strict_prefixes or k.startswith(strict_prefixes)) and not k.endswith("num_batches_tracked")
+    }  # files saved before torch 0.4.1 have no num_batches_tracked; it is unused in eval mode
     missing = sorted(wanted - set(state))
     if missing:
         raise TeacherError(f"--teacher-weights: {path} does not fit teacher {name}: missing keys {missing[:5]}")

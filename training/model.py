@@ -116,7 +116,12 @@ def load_run(run_dir: Path, device: str = "cpu") -> PRDModel:
         raise RunError(f"{path}: unreadable checkpoint ({exc})") from exc
     config = TrainConfig.from_dict(payload["config"])
     model = PRDModel(config, payload["categories"])
-    model.load_state_dict(payload["model"], strict=False)
+    result = model.load_state_dict(payload["model"], strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith("teacher.")]
+    if missing or result.unexpected_keys:
+        unexpected = result.unexpected_keys[:5]
+        message = f"{path}: checkpoint does not fit its config: missing {missing[:5]}, unexpected {unexpected}"
+        raise RunError(message)
     return model.to(device).eval()
 
 

@@ -14,8 +14,9 @@ Choices the paper leaves open, and why (each is a ``TrainConfig`` switch, measur
   instead of all drifting to the mean; k=0 means dense recall over all K (the ablation's "no SPR").
 - **Coherence**: mean over positions of 1 − max cos(z, P); it pulls each recalled prototype towards the vectors it
   serves and the embedding towards the prototype manifold (INP-Former's coherence loss).
-- **Dead prototypes**: a prototype recalled by nobody during an epoch is re-seeded on the embedding vectors that
-  are currently served worst (lowest best similarity), so the bank's capacity goes where normal data needs it.
+- **Dead prototypes**: a prototype recalled by nobody (in any of the k places) during an epoch is re-seeded on the
+  embedding vectors that are currently served worst (lowest best similarity), so the bank's capacity goes where
+  normal data needs it.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class PrototypeBank(nn.Module):
         weights = torch.softmax(top_sim / self.temperature, dim=1)
         rebuilt = (weights.unsqueeze(2) * self.prototypes[top_idx]).sum(dim=1)
         if self.training:
-            self.usage += torch.bincount(top_idx[:, 0], minlength=self.prototypes.shape[0]).float()
+            self.usage += torch.bincount(top_idx.flatten(), minlength=self.prototypes.shape[0]).float()
         return Recall(
             rebuilt=rebuilt.reshape(n, h, w, d).permute(0, 3, 1, 2),
             best_similarity=top_sim[:, 0].reshape(n, h, w),
