@@ -22,8 +22,10 @@ class TrainConfig:
     # teacher
     teacher: str = "efficientnet_lite0"
     teacher_weights: str | None = None
-    teacher_taps: list[int] | None = None
-    """EfficientNet-Lite block indices to tap (fine → coarse); default: the ends of the 1/4, 1/8, 1/16 stages."""
+    teacher_taps: list[int] | None = field(default_factory=lambda: [3, 9, 13])
+    """EfficientNet-Lite block indices to tap (fine → coarse); None: the ends of the 1/4, 1/8, 1/16 stages (2, 4,
+    10). Default 3, 9, 13 (1/8, 1/16, 1/32; 40/112/192 channels): in the design sweep (docs/model.md) it beat
+    2-4-10 by +0.04 image and +0.06 pixel AUROC and trains 3× faster (no 1/4 map to reconstruct)."""
     teacher_smoothing: int = 0
     # one-class bottleneck
     embed_dim: int = 256
@@ -43,7 +45,7 @@ class TrainConfig:
     # student decoder
     decoder_width: int = 128
     # loss and scoring
-    loss: str = "pixel"
+    loss: str = "hard"
     """``pixel``: mean over positions of 1 − cos; ``hard``: the same with easy positions' gradient scaled down."""
     hard_mining_quantile: float = 0.9
     score: str = "max"
@@ -55,7 +57,8 @@ class TrainConfig:
     betas: tuple[float, float] = (0.5, 0.999)
     weight_decay: float = 0.0
     batch_size: int = 16
-    epochs: int = 100
+    epochs: int = 25
+    """~1500 steps of 16 on the four shared categories; 4× longer changed AUROC by < 0.005 in the sweep."""
     max_minutes: float | None = None
     seed: int = 0
     device: str = "auto"

@@ -1,0 +1,175 @@
+"""``fit``: train one PRD model on the normal images of every category at once.
+
+The teacher is frozen, so its features are computed once per training image and cached (float16, in memory):
+an epoch then costs only the bottleneck, prototypes and student, which is what makes CPU training practical.
+No augmentation: the cached features are the training set (augmenting would need the teacher in the loop).
+
+A run folder holds ``config.json``, ``checkpoint.pt`` (written atomically after every epoch: model, optimiser,
+sampler state, elapsed time), ``log.jsonl`` (one line per epoch) and ``training_data.json``. ``resume=True``
+continues from the checkpoint with the same sampler state, so an interrupted run ends where an uninterrupted one
+would. Same seed and data → same weights on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from training.calibrate import holdout_split
+from training.config import TrainConfig
+from training.data import DatasetIndex, discover, load_images
+from training.loss import coherence_loss, distillation_loss
+from training.model import CHECKPOINT_FILE, CONFIG_FILE, Distilled, PRDModel, save_checkpoint
+
+log = logging.getLogger(__name__)
+LOG_FILE = "log.jsonl"
+FEATURE_BATCH = 32
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available (use --device cpu or auto)")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"--device: unknown device {name!r} (auto, cpu, cuda)")
+    return torch.device(name)
+
+
+def training_samples(config: TrainConfig, index: DatasetIndex) -> list:
+    """train/good minus the calibration hold-out (categories with validation/good keep all their train images)."""
+    train, _ = holdout_split(index.train, config.holdout_fraction, validation=index.validation)
+    return train
+
+
+@torch.no_grad()
+def cache_teacher_features(
+    model: PRDModel, images: np.ndarray, device: torch.device, progress: bool
+) -> list[torch.Tensor]:
+    """Teacher maps of every training image, float16, on ``device``."""
+    chunks: list[list[torch.Tensor]] = []
+    for start in tqdm(
+        range(0, len(images), FEATURE_BATCH), desc="teacher features", unit="batch", disable=not progress
+    ):
+        batch = torch.from_numpy(images[start : start + FEATURE_BATCH]).to(device)
+        chunks.append([f.half() for f in model.teacher_features(batch)])
+    return [torch.cat([c[level] for c in chunks]) for level in range(len(chunks[0]))]
+
+
+@torch.no_grad()
+def set_category_centroids(model: PRDModel, features: list[torch.Tensor], category_ids: torch.Tensor) -> None:
+    """Mean pooled teacher descriptor per category: what the graph's category recognition compares against."""
+    descriptors = torch.cat(
+        [model.pooled_descriptor([f[i : i + 256].float() for f in features]) for i in range(0, len(category_ids), 256)]
+    )
+    centroids = torch.stack([descriptors[category_ids == k].mean(dim=0) for k in range(len(model.categories))])
+    model.centroids.copy_(centroids)
+
+
+def training_step(model: PRDModel, features: list[torch.Tensor], config: TrainConfig) -> tuple[torch.Tensor, Distilled]:
+    out = model.distill(features)
+    if model.bank is not None and not model.bank.initialised:
+        model.bank.seed_from(out.embedding)
+        out = model.distill(features)
+    loss = distillation_loss(features, out.student, config.loss, config.hard_mining_quantile)
+    if out.recall is not None and config.coherence_weight > 0:
+        loss = loss + config.coherence_weight * coherence_loss(out.recall.best_similarity)
+    return loss, out
+
+
+def fit(config: TrainConfig, out_dir: Path, resume: bool = False, progress: bool = True) -> PRDModel:
+    """Train, checkpointing every epoch; stops at ``config.epochs`` or ``config.max_minutes``, whichever first."""
+    started = time.monotonic()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = _load_resume_state(out_dir, config) if resume else None
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed)
+    device = resolve_device(config.device)
+    config.save(out_dir / CONFIG_FILE)
+
+    index = discover([Path(p) for p in config.data], config.categories)
+    samples = training_samples(config, index)
+    (out_dir / "training_data.json").write_text(json.dumps({**index.summary(), "trained_on": len(samples)}, indent=2))
+    model = PRDModel(config, index.categories).to(device)
+    images = load_images(samples, config.image_size, progress=progress, workers=config.workers)
+    features = cache_teacher_features(model, images, device, progress)
+    del images
+    category_ids = torch.tensor([index.categories.index(s.category) for s in samples], device=device)
+    set_category_centroids(model, features, category_ids)
+
+    optimizer = torch.optim.Adam(
+        model.trainable_parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
+    )
+    sampler = torch.Generator().manual_seed(config.seed)
+    first_epoch, elapsed_before = 0, 0.0
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"], strict=False)
+        if model.bank is not None:
+            model.bank.initialised = True
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        sampler.set_state(checkpoint["sampler"])
+        first_epoch, elapsed_before = checkpoint["epoch"] + 1, checkpoint.get("elapsed_s", 0.0)
+        log.info("resuming %s at epoch %d", out_dir, first_epoch)
+    deadline = None if config.max_minutes is None else config.max_minutes * 60 - elapsed_before
+
+    n, batch = len(category_ids), min(config.batch_size, len(category_ids))
+    steps_per_epoch = max(1, n // batch)
+    model.train()
+    with tqdm(total=config.epochs, initial=first_epoch, desc="training", unit="epoch", disable=not progress) as bar:
+        for epoch in range(first_epoch, config.epochs):
+            epoch_start, losses = time.monotonic(), []
+            order = torch.randperm(n, generator=sampler)
+            for step in range(steps_per_epoch):
+                idx = order[step * batch : (step + 1) * batch].to(device)
+                loss, out = training_step(model, [f[idx].float() for f in features], config)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                losses.append(loss.item())
+            reseeded = model.bank.reseed_dead(out.embedding) if model.bank is not None and config.reseed_dead else 0
+            seconds = time.monotonic() - epoch_start
+            record = {
+                "epoch": epoch,
+                "loss": float(np.mean(losses)),
+                "images_per_s": steps_per_epoch * batch / seconds,
+                "reseeded_prototypes": reseeded,
+                "elapsed_s": elapsed_before + time.monotonic() - started,
+            }
+            with open(out_dir / LOG_FILE, "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+            out_of_time = deadline is not None and time.monotonic() - started >= deadline
+            save_checkpoint(
+                model,
+                out_dir,
+                optimizer=optimizer.state_dict(),
+                sampler=sampler.get_state(),
+                epoch=epoch,
+                elapsed_s=record["elapsed_s"],
+                stopped_early=out_of_time,
+            )
+            bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['images_per_s']:.0f}")
+            bar.update(1)
+            if out_of_time:
+                log.info("stopping after epoch %d: --max-minutes %.1f reached", epoch, config.max_minutes)
+                break
+    return model.eval()
+
+
+def _load_resume_state(out_dir: Path, config: TrainConfig) -> dict | None:
+    path = out_dir / CHECKPOINT_FILE
+    if not path.is_file():
+        log.info("--resume: no checkpoint in %s yet; starting fresh", out_dir)
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    saved = TrainConfig.from_dict(state["config"]).to_dict()
+    changed = [k for k, v in config.to_dict().items() if k not in ("epochs", "max_minutes", "device") and saved[k] != v]
+    if changed:
+        raise ValueError(f"--resume: {path} was trained with other settings ({', '.join(changed)}); use a new --out")
+    return state
