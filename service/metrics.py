@@ -1,4 +1,4 @@
-"""Every Prometheus metric of the service, in one place (names and labels are the contract in docs/CONTRACT.md).
+"""Every Prometheus metric of the service, in one place (names and labels are the contract in model_store/CONTRACT.md).
 
 The registry is injected so tests and the benchmark can build several apps in one process, each with a fresh
 ``CollectorRegistry``. Label values are bounded: route templates, status classes, categories of the manifest,

@@ -24,7 +24,7 @@ class TrainConfig:
     teacher_weights: str | None = None
     teacher_taps: list[int] | None = field(default_factory=lambda: [3, 9, 13])
     """EfficientNet-Lite block indices to tap (fine → coarse); None: the ends of the 1/4, 1/8, 1/16 stages (2, 4,
-    10). Default 3, 9, 13 (1/8, 1/16, 1/32; 40/112/192 channels): in the design sweep (docs/model.md) it beat
+    10). Default 3, 9, 13 (1/8, 1/16, 1/32; 40/112/192 channels): in the design sweep (training/README.md) it beat
     2-4-10 by +0.04 image and +0.06 pixel AUROC and trains 3× faster (no 1/4 map to reconstruct)."""
     teacher_smoothing: int = 0
     # one-class bottleneck

@@ -33,7 +33,7 @@ RULE_FILES = sorted((PROMETHEUS_DIR / "rules").glob("*.yml"))
 RULE_TEST_FILES = sorted((PROMETHEUS_DIR / "tests").glob("*.yml"))
 DASHBOARD = DOCKER / "grafana" / "dashboards" / "prd-inspect.json"
 COMPOSE_FILE = REPO / "docker-compose.yml"
-CONTRACT = REPO / "docs" / "CONTRACT.md"
+CONTRACT = REPO / "model_store" / "CONTRACT.md"
 HEALTHCHECK_SCRIPT = DOCKER / "healthcheck.py"
 
 SERVICE_COMMAND = ("python", "-m", "service")
@@ -79,7 +79,7 @@ def pyproject() -> dict[str, Any]:
 
 
 def contract_metrics() -> dict[str, str]:
-    """Metric name → type, from the table in docs/CONTRACT.md."""
+    """Metric name → type, from the table in model_store/CONTRACT.md."""
     metrics: dict[str, str] = {}
     for line in CONTRACT.read_text().splitlines():
         match = re.match(r"^\|\s*`(prd_[a-z0-9_]+)`\s*\|\s*([^|]+)\|", line)

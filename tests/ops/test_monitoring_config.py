@@ -1,4 +1,4 @@
-"""Grafana dashboard, provisioning and Prometheus rules: structure, metric names against docs/CONTRACT.md, promtool."""
+"""Grafana dashboard, provisioning and Prometheus rules: structure, metric names against model_store/CONTRACT.md, promtool."""
 
 from __future__ import annotations
 
@@ -104,7 +104,7 @@ def test_dashboard_has_a_heatmap_of_the_anomaly_score_histogram() -> None:
 @pytest.mark.parametrize("query", [*dashboard_queries(), *rule_queries()], ids=lambda query: query.source)
 def test_queries_read_only_metrics_named_in_the_contract(query: Any) -> None:
     unknown = metric_names(query.expr) - _known_series_names()
-    assert not unknown, f"{query.source} reads {sorted(unknown)}, not in docs/CONTRACT.md nor a recording rule"
+    assert not unknown, f"{query.source} reads {sorted(unknown)}, not in model_store/CONTRACT.md nor a recording rule"
     substitute_variables(query.expr)  # every variable has a value the end-to-end test can use
 
 

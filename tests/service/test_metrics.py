@@ -1,4 +1,4 @@
-"""/metrics exposes every metric of the contract (docs/CONTRACT.md) with its labels."""
+"""/metrics exposes every metric of the contract (model_store/CONTRACT.md) with its labels."""
 
 from __future__ import annotations
 
