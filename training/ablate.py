@@ -31,7 +31,9 @@ METRICS = ("image_auroc", "pixel_auroc", "aupro")
 
 
 def run_ablation(base: TrainConfig, out_dir: Path, variants: list[str] | None = None) -> dict:
-    from training.engine import fit
+    from training.data import discover
+    from training.engine import fit, prepare, resolve_device
+    from training.model import PRDModel
     from training.report import evaluate_run
 
     names = variants or list(VARIANTS)
@@ -41,11 +43,15 @@ def run_ablation(base: TrainConfig, out_dir: Path, variants: list[str] | None = 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict] = {}
+    device = resolve_device(base.device)
+    index = discover([Path(p) for p in base.data], base.categories)
+    teacher_only = PRDModel(base, index.categories).to(device)
+    shared = prepare(base, teacher_only, index, device)  # one teacher-feature cache for every variant
     for name in names:
         description, overrides = VARIANTS[name]
         log.info("ablation variant %s: %s", name, description)
         run_dir = out_dir / name
-        fit(dataclasses.replace(base, **overrides), run_dir)
+        fit(dataclasses.replace(base, **overrides), run_dir, prepared=shared)
         metrics = evaluate_run(run_dir, report_dir=run_dir / "eval")
         results[name] = {
             "description": description,

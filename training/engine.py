@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -83,8 +84,38 @@ def training_step(model: PRDModel, features: list[torch.Tensor], config: TrainCo
     return loss, out
 
 
-def fit(config: TrainConfig, out_dir: Path, resume: bool = False, progress: bool = True) -> PRDModel:
-    """Train, checkpointing every epoch; stops at ``config.epochs`` or ``config.max_minutes``, whichever first."""
+@dataclass
+class Prepared:
+    """Everything a run needs before its first step; shared by runs with the same data and teacher (ablation)."""
+
+    index: DatasetIndex
+    samples: list
+    features: list[torch.Tensor]
+    category_ids: torch.Tensor
+    centroids: torch.Tensor
+
+
+def prepare(
+    config: TrainConfig, model: PRDModel, index: DatasetIndex, device: torch.device, progress: bool = True
+) -> Prepared:
+    """Hold out the calibration slice, decode the training images and cache the teacher's features."""
+    samples = training_samples(config, index)
+    images = load_images(samples, config.image_size, progress=progress, workers=config.workers)
+    features = cache_teacher_features(model, images, device, progress)
+    del images
+    category_ids = torch.tensor([index.categories.index(s.category) for s in samples], device=device)
+    set_category_centroids(model, features, category_ids)
+    return Prepared(index, samples, features, category_ids, model.centroids.detach().clone())
+
+
+def fit(
+    config: TrainConfig, out_dir: Path, resume: bool = False, progress: bool = True, prepared: Prepared | None = None
+) -> PRDModel:
+    """Train, checkpointing every epoch; stops at ``config.epochs`` or ``config.max_minutes``, whichever first.
+
+    ``prepared`` reuses another run's decoded data and cached teacher features (same data, teacher and image
+    size); the ablation trains every variant from one cache this way.
+    """
     started = time.monotonic()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -94,15 +125,15 @@ def fit(config: TrainConfig, out_dir: Path, resume: bool = False, progress: bool
     device = resolve_device(config.device)
     config.save(out_dir / CONFIG_FILE)
 
-    index = discover([Path(p) for p in config.data], config.categories)
-    samples = training_samples(config, index)
-    (out_dir / "training_data.json").write_text(json.dumps({**index.summary(), "trained_on": len(samples)}, indent=2))
+    index = prepared.index if prepared else discover([Path(p) for p in config.data], config.categories)
     model = PRDModel(config, index.categories).to(device)
-    images = load_images(samples, config.image_size, progress=progress, workers=config.workers)
-    features = cache_teacher_features(model, images, device, progress)
-    del images
-    category_ids = torch.tensor([index.categories.index(s.category) for s in samples], device=device)
-    set_category_centroids(model, features, category_ids)
+    if prepared is None:
+        prepared = prepare(config, model, index, device, progress)
+    else:
+        model.centroids.copy_(prepared.centroids)
+    features, category_ids = prepared.features, prepared.category_ids
+    summary = {**prepared.index.summary(), "trained_on": len(prepared.samples)}
+    (out_dir / "training_data.json").write_text(json.dumps(summary, indent=2))
 
     optimizer = torch.optim.Adam(
         model.trainable_parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay

@@ -1,0 +1,109 @@
+"""Training end to end on generated images: fit → evaluate → ablate through the CLI, resume, determinism, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from training.cli import main  # noqa: E402
+from training.synthetic import make_synthetic_dataset  # noqa: E402
+
+pytestmark = pytest.mark.torch
+
+TINY = ["--image-size", "64", "--embed-dim", "32", "--prototypes", "16", "--decoder-width", "32", "--batch-size", "4"]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_synthetic_dataset(tmp_path_factory.mktemp("data"), n_train=8, n_test_good=3, n_test_defect=3, size=64)
+
+
+def _weights(run: Path) -> dict:
+    return torch.load(run / "checkpoint.pt", weights_only=False)["model"]
+
+
+def test_fit_evaluate_writes_run_folder_and_report(dataset: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert main(["fit", "--data", str(dataset), "--out", str(run), "--epochs", "2", *TINY]) == 0
+    assert {"config.json", "checkpoint.pt", "log.jsonl", "training_data.json"} <= {p.name for p in run.iterdir()}
+    epochs = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [e["epoch"] for e in epochs] == [0, 1]
+    assert main(["evaluate", str(run), "--report", str(tmp_path / "report")]) == 0
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert set(metrics["categories"]) == {"texture_a", "texture_b"}
+    assert 0.0 <= metrics["mean"]["image_auroc"] <= 1.0
+    assert json.loads((run / "metrics.json").read_text())["mean"] == metrics["mean"]
+
+
+def test_same_seed_gives_same_weights_and_resume_continues_exactly(dataset: Path, tmp_path: Path) -> None:
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert main(["fit", "--data", str(dataset), "--out", str(straight), "--epochs", "2", *TINY]) == 0
+    assert main(["fit", "--data", str(dataset), "--out", str(split), "--epochs", "1", *TINY]) == 0
+    assert main(["fit", "--data", str(dataset), "--out", str(split), "--epochs", "2", "--resume", *TINY]) == 0
+    a, b = _weights(straight), _weights(split)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_refuses_changed_settings(dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    assert main(["fit", "--data", str(dataset), "--out", str(run), "--epochs", "1", *TINY]) == 0
+    assert main(["fit", "--data", str(dataset), "--out", str(run), "--resume", *TINY, "--lr", "0.1"]) == 2
+    assert "lr" in capsys.readouterr().err
+
+
+def test_max_minutes_stops_after_the_first_epoch(dataset: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert main(["fit", "--data", str(dataset), "--out", str(run), "--epochs", "5", "--max-minutes", "0", *TINY]) == 0
+    assert len((run / "log.jsonl").read_text().splitlines()) == 1
+    assert torch.load(run / "checkpoint.pt", weights_only=False)["stopped_early"] is True
+
+
+def test_ablation_writes_one_table_for_prd_and_plain_rd(dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ablation"
+    args = ["ablate", "--data", str(dataset), "--out", str(out), "--epochs", "1", "--variants", "prd,rd", *TINY]
+    assert main(args) == 0
+    table = (out / "ablation.md").read_text()
+    assert "| prd |" in table and "| rd |" in table
+    results = json.loads((out / "ablation.json").read_text())["variants"]
+    assert results["rd"]["overrides"] == {"prototypes": 0}
+    assert (out / "ablation.png").stat().st_size > 0
+    assert "bank.prototypes" not in _weights(out / "rd") and "bank.prototypes" in _weights(out / "prd")
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--teacher", "resnet50"], "unknown teacher 'resnet50'"),
+        (["--teacher", "wide_resnet50_2"], "--teacher-weights"),
+        (["--teacher", "resnet18", "--teacher-weights", "/nonexistent/w.pth"], "/nonexistent/w.pth"),
+        (["--categories", "nope"], "nope"),
+        (["--set", "no_such_field=1"], "no_such_field"),
+    ],
+)
+def test_fit_bad_options_exit_2_with_one_line(
+    dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture, args: list[str], expected: str
+) -> None:
+    assert main(["fit", "--data", str(dataset), "--out", str(tmp_path / "run"), *TINY, *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and expected in err and "Traceback" not in err
+
+
+def test_fit_names_the_file_when_a_defect_image_has_no_mask(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    root = make_synthetic_dataset(tmp_path / "data", n_train=4, n_test_good=1, n_test_defect=1, size=64)
+    mask = next(root.glob("*/ground_truth/*/*"))
+    mask.unlink()
+    assert main(["fit", "--data", str(root), "--out", str(tmp_path / "run"), *TINY]) == 2
+    assert mask.stem.removesuffix("_mask") in capsys.readouterr().err
+
+
+def test_fit_names_an_unreadable_training_image(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    root = make_synthetic_dataset(tmp_path / "data", n_train=4, n_test_good=1, n_test_defect=1, size=64)
+    broken = sorted(root.glob("*/train/good/*"))[0]
+    broken.write_bytes(b"not an image at all")
+    assert main(["fit", "--data", str(root), "--out", str(tmp_path / "run"), "--holdout-fraction", "0", *TINY]) == 2
+    assert str(broken) in capsys.readouterr().err
