@@ -25,7 +25,9 @@ CATEGORIES = ["a", "b"]
 
 
 def _config(**overrides: object) -> TrainConfig:
-    values: dict = {"image_size": SIZE, "prototypes": 8, "embed_dim": 32, "decoder_width": 32, **overrides}
+    # teacher_taps=None: the stage ends (2, 4, 10), the taps of the shared `teacher` fixture
+    values: dict = {"image_size": SIZE, "prototypes": 8, "embed_dim": 32, "decoder_width": 32, "teacher_taps": None}
+    values.update(overrides)
     return TrainConfig(**values)
 
 
