@@ -1,0 +1,62 @@
+"""PRD bundle vs the PatchCore reference (``../shared/tools/patchcore_anchor.py``), measured in one run, one table.
+
+    python -m training.research.side_by_side --data ../shared/data --bundle model_store/prd/1 --out runs/side_by_side
+
+Scores the exported graph on ONNX Runtime (what the service runs) with ``training.evaluate`` and runs the reference
+script as it is, on the same test images, then prints image and pixel AUROC per category for both. Protocol notes:
+the reference resizes with PIL bilinear and computes pixel AUROC on every 4th pixel of its 256-px maps; ours uses
+the bundle's resize rule and every pixel of the map. Both are per-category AUROCs of one multi-class model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from training.data import discover
+from training.evaluate import evaluate_scorer, score_fn_from_onnx
+
+DEFAULT_ANCHOR = Path(__file__).resolve().parents[3] / "shared" / "tools" / "patchcore_anchor.py"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--bundle", type=Path, required=True, help="bundle folder with model.onnx")
+    parser.add_argument("--anchor", type=Path, default=DEFAULT_ANCHOR)
+    parser.add_argument("--out", type=Path, default=Path("runs/side_by_side"))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    started = time.monotonic()
+    score_fn = score_fn_from_onnx(args.bundle / "model.onnx")
+    index = discover([args.data])
+    ours = evaluate_scorer(score_fn, index, score_fn.size, args.out / "prd", model_categories=score_fn.categories)
+    prd_seconds = time.monotonic() - started
+    started = time.monotonic()
+    anchor_json = args.out / "anchor.json"
+    subprocess.run([sys.executable, str(args.anchor), str(args.data), "--json", str(anchor_json)], check=True)
+    anchor = json.loads(anchor_json.read_text())
+    anchor_seconds = time.monotonic() - started
+
+    rows = ["| category | PRD image AUROC | reference image AUROC | PRD pixel AUROC | reference pixel AUROC |",
+            "|---|---|---|---|---|"]
+    for name in [*index.categories, "mean"]:
+        a = ours["mean"] if name == "mean" else ours["categories"][name]
+        b = anchor["mean"] if name == "mean" else anchor["categories"][name]
+        marks = ["**" if a[k] > b[k] else "" for k in ("image_auroc", "pixel_auroc")]
+        rows.append(f"| {name} | {marks[0]}{a['image_auroc']:.3f}{marks[0]} | {b['image_auroc']:.3f} | "
+                    f"{marks[1]}{a['pixel_auroc']:.3f}{marks[1]} | {b['pixel_auroc']:.3f} |")
+    rows.append(f"\nPRD scoring (ONNX Runtime, CPU): {prd_seconds:.0f} s; reference (build bank + score): "
+                f"{anchor_seconds:.0f} s. Bold: PRD ahead.")
+    table = "\n".join(rows)
+    (args.out / "side_by_side.md").write_text(table + "\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
