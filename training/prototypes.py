@@ -53,8 +53,11 @@ class PrototypeBank(nn.Module):
         flat = z.permute(0, 2, 3, 1).reshape(-1, d)
         similarity = F.normalize(flat, dim=1) @ F.normalize(self.prototypes, dim=1).t()
         top_sim, top_idx = similarity.topk(self.topk, dim=1)
-        weights = torch.softmax(top_sim / self.temperature, dim=1)
-        rebuilt = (weights.unsqueeze(2) * self.prototypes[top_idx]).sum(dim=1)
+        if self.topk == self.prototypes.shape[0]:  # dense recall: one matmul instead of gathering K copies
+            rebuilt = torch.softmax(similarity / self.temperature, dim=1) @ self.prototypes
+        else:
+            weights = torch.softmax(top_sim / self.temperature, dim=1)
+            rebuilt = (weights.unsqueeze(2) * self.prototypes[top_idx]).sum(dim=1)
         if self.training:
             self.usage += torch.bincount(top_idx.flatten(), minlength=self.prototypes.shape[0]).float()
         return Recall(

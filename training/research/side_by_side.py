@@ -43,16 +43,22 @@ def main() -> None:
     anchor = json.loads(anchor_json.read_text())
     anchor_seconds = time.monotonic() - started
 
-    rows = ["| category | PRD image AUROC | reference image AUROC | PRD pixel AUROC | reference pixel AUROC |",
-            "|---|---|---|---|---|"]
+    rows = [
+        "| category | PRD image AUROC | reference image AUROC | PRD pixel AUROC | reference pixel AUROC |",
+        "|---|---|---|---|---|",
+    ]
     for name in [*index.categories, "mean"]:
         a = ours["mean"] if name == "mean" else ours["categories"][name]
         b = anchor["mean"] if name == "mean" else anchor["categories"][name]
         marks = ["**" if a[k] > b[k] else "" for k in ("image_auroc", "pixel_auroc")]
-        rows.append(f"| {name} | {marks[0]}{a['image_auroc']:.3f}{marks[0]} | {b['image_auroc']:.3f} | "
-                    f"{marks[1]}{a['pixel_auroc']:.3f}{marks[1]} | {b['pixel_auroc']:.3f} |")
-    rows.append(f"\nPRD scoring (ONNX Runtime, CPU): {prd_seconds:.0f} s; reference (build bank + score): "
-                f"{anchor_seconds:.0f} s. Bold: PRD ahead.")
+        rows.append(
+            f"| {name} | {marks[0]}{a['image_auroc']:.3f}{marks[0]} | {b['image_auroc']:.3f} | "
+            f"{marks[1]}{a['pixel_auroc']:.3f}{marks[1]} | {b['pixel_auroc']:.3f} |"
+        )
+    rows.append(
+        f"\nPRD scoring (ONNX Runtime, CPU): {prd_seconds:.0f} s; reference (build bank + score): "
+        f"{anchor_seconds:.0f} s. Bold: PRD ahead."
+    )
     table = "\n".join(rows)
     (args.out / "side_by_side.md").write_text(table + "\n")
     print(table)
