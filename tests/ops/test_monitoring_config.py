@@ -1,4 +1,4 @@
-"""Grafana dashboard, provisioning and Prometheus rules: structure, metric names against model_store/CONTRACT.md, promtool."""
+"""Grafana dashboard, provisioning and Prometheus rules: structure, metric names (model_store/CONTRACT.md), promtool."""
 
 from __future__ import annotations
 
