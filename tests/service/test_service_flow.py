@@ -14,12 +14,23 @@ IMAGE = ("part.png", png(square_image(32, 8)))
 
 
 def test_concurrent_requests_are_scored_in_one_batch(store: Path) -> None:
+    gate = Gate()
+
     async def scenario() -> None:
-        async with serving(settings_for(store, max_batch_size=8, batch_window_ms=5000)) as h:
-            responses = await asyncio.gather(*(h.score(IMAGE) for _ in range(8)))
+        settings = settings_for(store, max_batch_size=8, batch_window_ms=5000)
+        async with serving(settings, loader=gated_loader(gate)) as h:
+            # Hold the first run in the model so the other requests arrive while it runs, whatever the machine's
+            # load: then they must leave together, as one run, when it returns.
+            gate.close()
+            first = asyncio.ensure_future(h.score(IMAGE))
+            await until(gate.entered.is_set, "first batch held in the model")
+            rest = [asyncio.ensure_future(h.score(IMAGE)) for _ in range(7)]
+            await until(lambda: h.state.batcher.depth == 7, "seven images queued behind it")
+            gate.open()
+            responses = [await first, *await asyncio.gather(*rest)]
             assert [r.status_code for r in responses] == [200] * 8
-            # eight one-image requests, one inference run of eight (flushed full, long before the 5 s window)
-            assert h.metric("prd_batch_size_count") == 1
+            assert gate.batches == [1, 7]
+            assert h.metric("prd_batch_size_count") == 2
             assert h.metric("prd_batch_size_sum") == 8
             assert h.metric("prd_images_scored_total", category="alpha", verdict="anomalous") == 8
 
