@@ -102,9 +102,9 @@ def _plot(results: dict, path: Path) -> None:
         values = [r["mean"].get(metric) or 0.0 for r in results.values()]
         axes.bar([i + k * width for i in range(len(results))], values, width, label=metric.replace("_", " "))
     axes.set_xticks([i + width for i in range(len(results))], list(results), rotation=20, ha="right")
-    axes.set_ylim(0.5, 1.0)
+    axes.set_ylim(0.5, 1.08)
     axes.set_ylabel("mean over categories")
-    axes.legend(loc="lower right", fontsize=8)
+    axes.legend(loc="upper center", ncol=len(METRICS), fontsize=8)
     axes.grid(axis="y", alpha=0.3)
     figure.tight_layout()
     figure.savefig(path, dpi=110)

@@ -7,7 +7,7 @@ The report folder is written by ``training.evaluate.evaluate_scorer``; a copy of
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +19,14 @@ from training.evaluate import evaluate_scorer, score_fn_from_onnx
 from training.model import PRDModel, load_run
 
 
-def torch_score_fn(model: PRDModel, device: torch.device):  # noqa: ANN201 - a ScoreFn callable
+ScoreArrays = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def torch_score_fn(model: PRDModel, device: torch.device) -> Callable[[np.ndarray], ScoreArrays]:
+    """uint8 NHWC batch → (scores, maps, category similarity) as numpy, the ScoreFn ``evaluate_scorer`` takes."""
+
     @torch.no_grad()
-    def score(images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def score(images: np.ndarray) -> ScoreArrays:
         out = model(torch.from_numpy(images).to(device))
         return out.score.cpu().numpy(), out.anomaly_map.cpu().numpy(), out.category_similarity.cpu().numpy()
 
