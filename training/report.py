@@ -18,7 +18,6 @@ from training.engine import resolve_device
 from training.evaluate import evaluate_scorer, score_fn_from_onnx
 from training.model import PRDModel, load_run
 
-
 ScoreArrays = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
