@@ -120,6 +120,8 @@ def fit(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = _load_resume_state(out_dir, config) if resume else None
+    if checkpoint is None:
+        (out_dir / LOG_FILE).unlink(missing_ok=True)  # a fresh run's log holds only its own epochs
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
     device = resolve_device(config.device)

@@ -107,3 +107,10 @@ def test_fit_names_an_unreadable_training_image(tmp_path: Path, capsys: pytest.C
     broken.write_bytes(b"not an image at all")
     assert main(["fit", "--data", str(root), "--out", str(tmp_path / "run"), "--holdout-fraction", "0", *TINY]) == 2
     assert str(broken) in capsys.readouterr().err
+
+
+def test_fresh_fit_into_an_old_run_folder_starts_a_new_log(dataset: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert main(["fit", "--data", str(dataset), "--out", str(run), "--epochs", "2", *TINY]) == 0
+    assert main(["fit", "--data", str(dataset), "--out", str(run), "--epochs", "1", *TINY]) == 0
+    assert [json.loads(line)["epoch"] for line in (run / "log.jsonl").read_text().splitlines()] == [0]
