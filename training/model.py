@@ -7,7 +7,6 @@ be fed directly (the teacher is frozen, so its features never change).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import NamedTuple
 
@@ -124,6 +123,3 @@ def load_run(run_dir: Path, device: str = "cpu") -> PRDModel:
         raise RunError(message)
     return model.to(device).eval()
 
-
-def read_run_config(run_dir: Path) -> TrainConfig:
-    return TrainConfig.from_dict(json.loads((Path(run_dir) / CONFIG_FILE).read_text()))
