@@ -122,4 +122,3 @@ def load_run(run_dir: Path, device: str = "cpu") -> PRDModel:
         message = f"{path}: checkpoint does not fit its config: missing {missing[:5]}, unexpected {unexpected}"
         raise RunError(message)
     return model.to(device).eval()
-
