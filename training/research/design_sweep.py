@@ -27,7 +27,7 @@ from sklearn.metrics import roc_auc_score
 
 from model_store.preprocess import load_model_input
 from training.config import TrainConfig
-from training.loss import coherence_loss, distillation_loss
+from training.engine import training_step
 from training.model import PRDModel
 
 if len(sys.argv) == 4 and sys.argv[1] == "--prepare":
@@ -98,13 +98,7 @@ def run(tag, steps=1500, **over):
     for step in range(steps):
         idx = torch.randint(0, n, (bs,), generator=g).to(dev)
         fb = [f[idx] for f in feats]
-        out = model.distill(fb)
-        if model.bank is not None and not model.bank.initialised:
-            model.bank.seed_from(out.embedding)
-            out = model.distill(fb)
-        loss = distillation_loss(fb, out.student, cfg.loss, cfg.hard_mining_quantile)
-        if out.recall is not None:
-            loss = loss + cfg.coherence_weight * coherence_loss(out.recall.best_similarity)
+        loss, out = training_step(model, fb, cfg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
