@@ -35,6 +35,12 @@ class Teacher(nn.Module):
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
 
+    def __init__(self) -> None:
+        super().__init__()
+        # Built once; non-persistent, so weight files and checkpoints never carry them.
+        self.register_buffer("pixel_mean", torch.tensor(self.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(self.std).view(1, 3, 1, 1), persistent=False)
+
     def freeze(self) -> Teacher:
         for parameter in self.parameters():
             parameter.requires_grad_(False)
@@ -60,9 +66,7 @@ class Teacher(nn.Module):
     def normalize(self, images_nhwc_uint8: torch.Tensor) -> torch.Tensor:
         """uint8 NHWC RGB → normalised float NCHW, inside the exported graph."""
         x = images_nhwc_uint8.permute(0, 3, 1, 2).float()
-        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-        return (x - mean) / std
+        return (x - self.pixel_mean) / self.pixel_std
 
 
 class EfficientNetLiteTeacher(Teacher):
