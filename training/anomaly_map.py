@@ -2,8 +2,9 @@
 
 Map: per scale 1 − cos(teacher, student) over channels, bilinearly upsampled to the input size, summed over
 scales, smoothed by a Gaussian (σ = 4 px by default, as RD4AD). The separable kernel is built once, as a buffer.
-Score: the map's maximum (RD4AD), or the mean of its top fraction of pixels, which is steadier when a single
-noisy pixel would otherwise decide.
+Score: the map's maximum (RD4AD); ``max_minus_mean``, the peak above the image's own mean level, which cancels the
+offset that exposure sets on a whole map (magnetic tiles photographed dark or bright give low or high maps
+everywhere); or the mean of its top fraction of pixels, steadier when a single noisy pixel would otherwise decide.
 """
 
 from __future__ import annotations
@@ -18,6 +19,32 @@ from torch import nn
 def cosine_distance_maps(teacher: list[torch.Tensor], student: list[torch.Tensor]) -> list[torch.Tensor]:
     """Per scale (N, 1, h, w) maps of 1 − cos over channels."""
     return [1 - F.cosine_similarity(t, s, dim=1).unsqueeze(1) for t, s in zip(teacher, student, strict=True)]
+
+
+def feature_distance_maps(
+    teacher: list[torch.Tensor],
+    student: list[torch.Tensor],
+    magnitude_weight: float = 0.0,
+    channel_weights: list[torch.Tensor] | None = None,
+) -> list[torch.Tensor]:
+    """Per scale (N, 1, h, w): 1 − cos, plus ``magnitude_weight`` · mean_c w_c (t_c − s_c)² when that weight is > 0.
+
+    Cosine alone is blind to how strongly a feature fires, so a patch that is only darker or brighter than normal
+    (magnetic tiles' "uneven" defects) looks normal to it. The magnitude term is the squared error of each channel
+    in units of that channel's spread on the training features (``channel_weights[i]`` = 1 / (var_c + 0.1·mean
+    var), measured once by the engine), so no channel with a large range dominates. Training and the anomaly map
+    both use this one function.
+    """
+    maps = cosine_distance_maps(teacher, student)
+    if magnitude_weight <= 0 or channel_weights is None:
+        return maps
+    return [
+        m + magnitude_weight * ((t - s).pow(2) * w.view(1, -1, 1, 1)).mean(dim=1, keepdim=True)
+        for m, t, s, w in zip(maps, teacher, student, channel_weights, strict=True)
+    ]
+
+
+SCORE_RULES = ("max", "max_minus_mean", "topk_mean")
 
 
 class GaussianBlur(nn.Module):
@@ -38,26 +65,47 @@ class GaussianBlur(nn.Module):
 
 
 class AnomalyMap(nn.Module):
-    def __init__(self, image_size: int, sigma: float, score: str = "max", score_topk: float = 0.01) -> None:
+    def __init__(
+        self,
+        image_size: int,
+        sigma: float,
+        score: str = "max",
+        score_topk: float = 0.01,
+        magnitude_weight: float = 0.0,
+        channels: tuple[int, ...] = (),
+    ) -> None:
         super().__init__()
-        if score not in ("max", "topk_mean"):
-            raise ValueError(f"score must be 'max' or 'topk_mean', not {score!r}")
+        if score not in SCORE_RULES:
+            raise ValueError(f"score must be one of {', '.join(SCORE_RULES)}, not {score!r}")
         self.image_size = image_size
         self.blur = GaussianBlur(sigma)
         self.score_rule = score
         self.topk = max(1, int(round(score_topk * image_size * image_size)))
+        self.magnitude_weight = magnitude_weight
+        self.channels = tuple(channels)
+        if magnitude_weight > 0:  # 1 / channel variance of the training features, set by the engine before training
+            self.register_buffer("channel_weights", torch.ones(sum(self.channels)))
+        else:
+            self.channel_weights = None
+
+    def per_scale_channel_weights(self) -> list[torch.Tensor] | None:
+        if self.channel_weights is None:
+            return None
+        return list(torch.split(self.channel_weights, list(self.channels)))
 
     def forward(self, teacher: list[torch.Tensor], student: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (score (N,), anomaly_map (N, 1, S, S))."""
         size = (self.image_size, self.image_size)
         maps = [
             F.interpolate(m, size=size, mode="bilinear", align_corners=False)
-            for m in cosine_distance_maps(teacher, student)
+            for m in feature_distance_maps(teacher, student, self.magnitude_weight, self.per_scale_channel_weights())
         ]
         anomaly_map = self.blur(torch.stack(maps, dim=0).sum(dim=0))
         flat = anomaly_map.flatten(1)
         if self.score_rule == "max":
             score = flat.max(dim=1).values
+        elif self.score_rule == "max_minus_mean":
+            score = flat.max(dim=1).values - flat.mean(dim=1)
         else:
             score = flat.topk(self.topk, dim=1).values.mean(dim=1)
         return score, anomaly_map

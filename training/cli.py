@@ -80,9 +80,6 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) 
         updates[field] = _field_type(field)(value)
     if getattr(args, "data", None):
         updates["data"] = [str(p) for p in args.data]
-    teacher = updates.get("teacher", config.teacher)
-    if not teacher.startswith("efficientnet") and "teacher_taps" not in updates:
-        updates["teacher_taps"] = None  # the default taps are Lite block indices; ResNets tap layer1..layer3
     return dataclasses.replace(config, **updates)
 
 

@@ -27,6 +27,7 @@ from training.config import TrainConfig
 from training.data import DatasetIndex, discover, load_images
 from training.loss import coherence_loss, distillation_loss
 from training.model import CHECKPOINT_FILE, CONFIG_FILE, Distilled, PRDModel, save_checkpoint
+from training.recognition import fit_centroids
 
 log = logging.getLogger(__name__)
 LOG_FILE = "log.jsonl"
@@ -65,12 +66,25 @@ def cache_teacher_features(
 
 @torch.no_grad()
 def set_category_centroids(model: PRDModel, features: list[torch.Tensor], category_ids: torch.Tensor) -> None:
-    """Mean pooled teacher descriptor per category: what the graph's category recognition compares against."""
+    """k-means centroids of each category's pooled teacher descriptors: what the graph's recognition compares with."""
     descriptors = torch.cat(
         [model.pooled_descriptor([f[i : i + 256].float() for f in features]) for i in range(0, len(category_ids), 256)]
     )
-    centroids = torch.stack([descriptors[category_ids == k].mean(dim=0) for k in range(len(model.categories))])
-    model.centroids.copy_(centroids)
+    per_category = model.centroids_per_category
+    model.centroids.copy_(fit_centroids(descriptors, category_ids, len(model.categories), per_category))
+
+
+@torch.no_grad()
+def set_channel_weights(model: PRDModel, features: list[torch.Tensor]) -> None:
+    """1 / (var_c + 0.1·mean var) per teacher channel over the training features: the magnitude term's units."""
+    if model.anomaly_map.channel_weights is None:
+        return
+    weights = []
+    for f in features:
+        flat = torch.cat([f[i : i + 256].float().transpose(0, 1).flatten(1) for i in range(0, len(f), 256)], dim=1)
+        variance = flat.var(dim=1)
+        weights.append(1 / (variance + 0.1 * variance.mean()))
+    model.anomaly_map.channel_weights.copy_(torch.cat(weights))
 
 
 def training_step(model: PRDModel, features: list[torch.Tensor], config: TrainConfig) -> tuple[torch.Tensor, Distilled]:
@@ -78,7 +92,14 @@ def training_step(model: PRDModel, features: list[torch.Tensor], config: TrainCo
     if model.bank is not None and not model.bank.initialised:
         model.bank.seed_from(out.embedding)
         out = model.distill(features)
-    loss = distillation_loss(features, out.student, config.loss, config.hard_mining_quantile)
+    loss = distillation_loss(
+        features,
+        out.student,
+        config.loss,
+        config.hard_mining_quantile,
+        config.magnitude_weight,
+        model.anomaly_map.per_scale_channel_weights(),
+    )
     if out.recall is not None and config.coherence_weight > 0:
         loss = loss + config.coherence_weight * coherence_loss(out.recall.best_similarity)
     return loss, out
@@ -105,6 +126,7 @@ def prepare(
     del images
     category_ids = torch.tensor([index.categories.index(s.category) for s in samples], device=device)
     set_category_centroids(model, features, category_ids)
+    set_channel_weights(model, features)
     return Prepared(index, samples, features, category_ids, model.centroids.detach().clone())
 
 
@@ -133,6 +155,7 @@ def fit(
         prepared = prepare(config, model, index, device, progress)
     else:
         model.centroids.copy_(prepared.centroids)
+        set_channel_weights(model, prepared.features)
     features, category_ids = prepared.features, prepared.category_ids
     summary = {**prepared.index.summary(), "trained_on": len(prepared.samples)}
     (out_dir / "training_data.json").write_text(json.dumps(summary, indent=2))

@@ -9,17 +9,23 @@ the student still gets wrong (Dinomaly's hard-mining idea, applied per position)
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+
+from training.anomaly_map import feature_distance_maps
 
 EASY_GRADIENT_SCALE = 0.1
 
 
 def distillation_loss(
-    teacher: list[torch.Tensor], student: list[torch.Tensor], mode: str = "pixel", quantile: float = 0.9
+    teacher: list[torch.Tensor],
+    student: list[torch.Tensor],
+    mode: str = "pixel",
+    quantile: float = 0.9,
+    magnitude_weight: float = 0.0,
+    channel_weights: list[torch.Tensor] | None = None,
 ) -> torch.Tensor:
     total = teacher[0].new_zeros(())
-    for t, s in zip(teacher, student, strict=True):
-        distance = 1 - F.cosine_similarity(t, s, dim=1)
+    for distance in feature_distance_maps(teacher, student, magnitude_weight, channel_weights):
+        distance = distance[:, 0]
         if mode == "hard":
             cutoff = torch.quantile(distance.detach().flatten()[:: max(1, distance.numel() // 65536)], quantile)
             weight = torch.where(distance.detach() < cutoff, EASY_GRADIENT_SCALE, 1.0)

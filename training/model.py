@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from training.anomaly_map import AnomalyMap
@@ -20,6 +19,7 @@ from training.bottleneck import OneClassBottleneck
 from training.config import TrainConfig
 from training.decoder import StudentDecoder
 from training.prototypes import PrototypeBank, Recall
+from training.recognition import category_similarity, pooled_descriptor
 
 CHECKPOINT_FILE = "checkpoint.pt"
 CONFIG_FILE = "config.json"
@@ -56,8 +56,12 @@ class PRDModel(nn.Module):
             else None
         )
         self.decoder = StudentDecoder(config.embed_dim, embed_stride, channels, strides, config.decoder_width)
-        self.anomaly_map = AnomalyMap(config.image_size, config.map_sigma, config.score, config.score_topk)
-        self.register_buffer("centroids", torch.zeros(max(1, len(self.categories)), sum(channels)))
+        self.anomaly_map = AnomalyMap(
+            config.image_size, config.map_sigma, config.score, config.score_topk, config.magnitude_weight, channels
+        )
+        self.centroids_per_category = config.category_centroids
+        rows = max(1, len(self.categories)) * self.centroids_per_category
+        self.register_buffer("centroids", torch.zeros(rows, sum(channels)))
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """What the optimiser sees: bottleneck, prototypes and student — never the teacher."""
@@ -76,14 +80,14 @@ class PRDModel(nn.Module):
 
     @staticmethod
     def pooled_descriptor(features: list[torch.Tensor]) -> torch.Tensor:
-        """Global-average-pooled teacher features of all scales, L2-normalised: what identifies a category."""
-        return F.normalize(torch.cat([f.mean(dim=(2, 3)) for f in features], dim=1), dim=1)
+        """What identifies a category (``training.recognition``)."""
+        return pooled_descriptor(features)
 
     def forward(self, images: torch.Tensor) -> ScoreOutput:
         features = self.teacher_features(images)
         student = self.distill(features).student
         score, anomaly_map = self.anomaly_map(features, student)
-        similarity = self.pooled_descriptor(features) @ F.normalize(self.centroids, dim=1).t()
+        similarity = category_similarity(self.pooled_descriptor(features), self.centroids, self.centroids_per_category)
         return ScoreOutput(score=score, anomaly_map=anomaly_map, category_similarity=similarity)
 
     def trained_state(self) -> dict[str, torch.Tensor]:

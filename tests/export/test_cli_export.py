@@ -25,7 +25,15 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory, dataset) -> Path:
 
     run = tmp_path_factory.mktemp("run")
     roots = sorted({str(d.parent) for d in dataset.category_dirs.values()})
-    config = TrainConfig(data=roots, image_size=64, embed_dim=32, prototypes=8, recall_topk=2, decoder_width=16)
+    config = TrainConfig(
+        data=roots,
+        teacher="efficientnet_lite0",
+        image_size=64,
+        embed_dim=32,
+        prototypes=8,
+        recall_topk=2,
+        decoder_width=16,
+    )
     model = PRDModel(config, dataset.categories).eval()
     config.save(run / "config.json")
     save_checkpoint(model, run, epoch=0)

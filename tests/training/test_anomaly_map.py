@@ -9,7 +9,7 @@ pytest.importorskip("torch")
 
 import torch  # noqa: E402
 
-from training.anomaly_map import AnomalyMap, GaussianBlur, cosine_distance_maps  # noqa: E402
+from training.anomaly_map import AnomalyMap, GaussianBlur, cosine_distance_maps, feature_distance_maps  # noqa: E402
 
 pytestmark = pytest.mark.torch  # the training half: runs where the training extras are installed
 
@@ -66,7 +66,7 @@ def test_cosine_distance_is_zero_for_identical_and_two_for_opposite_features() -
         torch.testing.assert_close(d_opp, torch.full_like(d_opp, 2.0))
 
 
-@pytest.mark.parametrize("rule", ["max", "topk_mean"])
+@pytest.mark.parametrize("rule", ["max", "max_minus_mean", "topk_mean"])
 def test_output_shapes_and_identical_features_give_a_zero_map_and_score(rule: str) -> None:
     features = _features(n=3)
     score, anomaly_map = AnomalyMap(SIZE, sigma=4.0, score=rule)(features, [f.clone() for f in features])
@@ -108,6 +108,40 @@ def test_topk_mean_score_is_the_mean_of_the_top_fraction_and_at_most_the_max() -
     torch.testing.assert_close(max_score, anomaly_map.flatten(1).max(dim=1).values)
     assert torch.all(topk_score <= max_score) and torch.all(topk_score < max_score)
     assert torch.all(topk_score >= anomaly_map.flatten(1).mean(dim=1))
+
+
+def test_max_minus_mean_score_is_the_peak_above_the_maps_own_mean() -> None:
+    teacher, student = _features(seed=0), _features(seed=1)
+    rule = AnomalyMap(SIZE, sigma=4.0, score="max_minus_mean")
+    score, anomaly_map = rule(teacher, student)
+    flat = anomaly_map.flatten(1)
+    torch.testing.assert_close(score, flat.max(dim=1).values - flat.mean(dim=1))
+    torch.testing.assert_close(anomaly_map, AnomalyMap(SIZE, sigma=4.0)(teacher, student)[1])
+    assert torch.all(score > 0)
+
+
+def test_magnitude_term_sees_a_scaled_feature_that_cosine_cannot() -> None:
+    teacher = _features(seed=0)
+    student = [2 * f for f in teacher]  # same direction, twice the strength
+    weights = [torch.full((f.shape[1],), 0.25) for f in teacher]
+    cosine_only = feature_distance_maps(teacher, student)
+    with_magnitude = feature_distance_maps(teacher, student, magnitude_weight=0.5, channel_weights=weights)
+    assert all(m.abs().max() < 1e-5 for m in cosine_only)
+    for m, t in zip(with_magnitude, teacher, strict=True):
+        torch.testing.assert_close(m, 0.5 * 0.25 * t.pow(2).mean(dim=1, keepdim=True), atol=1e-5, rtol=1e-4)
+    same = feature_distance_maps(teacher, [f.clone() for f in teacher], magnitude_weight=0.5, channel_weights=weights)
+    assert all(m.abs().max() < 1e-5 for m in same)
+
+
+def test_anomaly_map_with_magnitude_weight_splits_its_channel_weights_per_scale() -> None:
+    teacher = _features(seed=0)
+    student = [2 * f for f in teacher]
+    channels = tuple(c for c, _ in SHAPES)
+    plain = AnomalyMap(SIZE, sigma=4.0)
+    weighted = AnomalyMap(SIZE, sigma=4.0, magnitude_weight=1.0, channels=channels)
+    assert plain.channel_weights is None and "channel_weights" in dict(weighted.named_buffers())
+    assert [w.shape[0] for w in weighted.per_scale_channel_weights()] == list(channels)
+    assert plain(teacher, student)[0].max() < 1e-4 < weighted(teacher, student)[0].min()
 
 
 def test_unknown_score_rule_is_refused() -> None:

@@ -26,20 +26,21 @@ def _uint8_batch(n: int = 2, size: int = SIZE) -> torch.Tensor:
     return torch.randint(0, 256, (n, size, size, 3), dtype=torch.uint8, generator=generator)
 
 
-def test_efficientnet_lite0_default_taps_give_three_maps_at_strides_4_8_16(lite0: Teacher) -> None:
+def test_efficientnet_lite0_default_taps_give_three_maps_at_strides_8_16_32(lite0: Teacher) -> None:
     maps = lite0.features(_uint8_batch())
-    assert lite0.strides == (4, 8, 16)
-    assert lite0.channels == (24, 40, 112)
-    assert [tuple(m.shape) for m in maps] == [(2, 24, 16, 16), (2, 40, 8, 8), (2, 112, 4, 4)]
+    assert lite0.taps == (3, 9, 13)
+    assert lite0.strides == (8, 16, 32)
+    assert lite0.channels == (40, 112, 192)
+    assert [tuple(m.shape) for m in maps] == [(2, 40, 8, 8), (2, 112, 4, 4), (2, 192, 2, 2)]
     assert all(torch.isfinite(m).all() for m in maps)
 
 
-def test_efficientnet_lite0_custom_taps_move_the_maps_to_strides_8_16_32() -> None:
-    teacher = build_teacher("efficientnet_lite0", taps=(4, 10, 14))
+def test_efficientnet_lite0_custom_taps_move_the_maps_to_strides_4_8_16() -> None:
+    teacher = build_teacher("efficientnet_lite0", taps=(2, 4, 10))
     maps = teacher.features(_uint8_batch())
-    assert teacher.strides == (8, 16, 32)
-    assert [m.shape[1] for m in maps] == list(teacher.channels)
-    assert [m.shape[-1] for m in maps] == [SIZE // s for s in teacher.strides] == [8, 4, 2]
+    assert teacher.strides == (4, 8, 16)
+    assert [m.shape[1] for m in maps] == list(teacher.channels) == [24, 40, 112]
+    assert [m.shape[-1] for m in maps] == [SIZE // s for s in teacher.strides] == [16, 8, 4]
 
 
 @pytest.mark.parametrize("taps", [(4, 2, 10), (2, 4), (2, 4, 99)])

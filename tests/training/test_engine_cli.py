@@ -14,7 +14,20 @@ from training.synthetic import make_synthetic_dataset  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
-TINY = ["--image-size", "64", "--embed-dim", "32", "--prototypes", "16", "--decoder-width", "32", "--batch-size", "4"]
+TINY = [
+    "--teacher",
+    "efficientnet_lite0",
+    "--image-size",
+    "64",
+    "--embed-dim",
+    "32",
+    "--prototypes",
+    "16",
+    "--decoder-width",
+    "32",
+    "--batch-size",
+    "4",
+]
 
 
 @pytest.fixture(scope="module")
@@ -114,3 +127,15 @@ def test_fresh_fit_into_an_old_run_folder_starts_a_new_log(dataset: Path, tmp_pa
     assert main(["fit", "--data", str(dataset), "--out", str(run), "--epochs", "2", *TINY]) == 0
     assert main(["fit", "--data", str(dataset), "--out", str(run), "--epochs", "1", *TINY]) == 0
     assert [json.loads(line)["epoch"] for line in (run / "log.jsonl").read_text().splitlines()] == [0]
+
+
+def test_magnitude_term_gets_its_channel_weights_from_the_training_features(dataset: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    args = ["--set", "magnitude_weight=0.5", "--set", "score=max_minus_mean"]
+    assert main(["fit", "--data", str(dataset), "--out", str(run), "--epochs", "1", *TINY, *args]) == 0
+    weights = _weights(run)["anomaly_map.channel_weights"]
+    assert weights.shape == (40 + 112 + 192,)  # Lite0's default taps: one weight per teacher channel
+    assert (
+        torch.isfinite(weights).all() and (weights > 0).all() and not torch.allclose(weights, torch.ones_like(weights))
+    )
+    assert main(["evaluate", str(run), "--report", str(tmp_path / "report")]) == 0

@@ -25,8 +25,15 @@ CATEGORIES = ["a", "b"]
 
 
 def _config(**overrides: object) -> TrainConfig:
-    # teacher_taps=None: the stage ends (2, 4, 10), the taps of the shared `teacher` fixture
-    values: dict = {"image_size": SIZE, "prototypes": 8, "embed_dim": 32, "decoder_width": 32, "teacher_taps": None}
+    # teacher_taps=None: the teacher's default taps, those of the shared `teacher` fixture
+    values: dict = {
+        "teacher": "efficientnet_lite0",
+        "image_size": SIZE,
+        "prototypes": 8,
+        "embed_dim": 32,
+        "decoder_width": 32,
+        "teacher_taps": None,
+    }
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -75,14 +82,16 @@ def test_eval_forward_maps_uint8_nhwc_to_the_contract_outputs() -> None:
     for tensor in out:
         assert tensor.dtype == torch.float32 and torch.isfinite(tensor).all()
     assert torch.all(out.anomaly_map >= -1e-5) and torch.all(out.score > 0)
-    torch.testing.assert_close(out.score, out.anomaly_map.flatten(1).max(dim=1).values)
+    flat = out.anomaly_map.flatten(1)  # default score rule: the peak above the map's own mean
+    torch.testing.assert_close(out.score, flat.max(dim=1).values - flat.mean(dim=1))
 
 
 def test_category_similarity_is_one_for_an_image_whose_descriptor_is_the_centroid(teacher: Teacher) -> None:
     model = _model(teacher).eval()
     images = _textures(2)
     descriptors = model.pooled_descriptor(model.teacher_features(images))
-    model.centroids.copy_(descriptors.flip(0))  # category "a" ← image 1, "b" ← image 0
+    per = model.centroids_per_category
+    model.centroids.copy_(descriptors.flip(0).repeat_interleave(per, dim=0))  # category "a" ← image 1, "b" ← image 0
     with torch.no_grad():
         similarity = model(images).category_similarity
     torch.testing.assert_close(similarity.flip(1).diagonal(), torch.ones(2))  # image i ↔ category 1 - i
@@ -94,8 +103,8 @@ def test_student_maps_match_the_teacher_maps_at_all_three_scales(teacher: Teache
     features = model.teacher_features(_textures(2))
     distilled = model.distill(features)
     assert [tuple(s.shape) for s in distilled.student] == [tuple(f.shape) for f in features]
-    assert [f.shape[-1] for f in features] == [16, 8, 4]
-    assert distilled.embedding.shape == (2, 32, 4, 4)
+    assert [f.shape[-1] for f in features] == [8, 4, 2]  # 64 px at 1/8, 1/16, 1/32
+    assert distilled.embedding.shape == (2, 32, 2, 2)
     assert distilled.recall is not None and distilled.recall.rebuilt.shape == distilled.embedding.shape
 
 

@@ -147,7 +147,8 @@ def run(tag, steps=1500, **over):
 WEIGHTS = (0.0, 1.0, 3.0)
 T0 = time.time()
 LIMIT = float(os.environ.get("LIMIT", "400"))
-B = dict(teacher_taps=[3, 9, 13], loss="hard")
+# The sweep ran on Lite0 with one mean centroid per category, before those defaults changed; pinned so it reproduces.
+B = dict(teacher="efficientnet_lite0", teacher_taps=[3, 9, 13], loss="hard", category_centroids=1)
 PLAN = [
     ("prd_b", dict(B)),
     ("rd_b", dict(B, prototypes=0)),

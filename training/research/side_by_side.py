@@ -29,6 +29,13 @@ def main() -> None:
     parser.add_argument("--bundle", type=Path, required=True, help="bundle folder with model.onnx")
     parser.add_argument("--anchor", type=Path, default=DEFAULT_ANCHOR)
     parser.add_argument("--out", type=Path, default=Path("runs/side_by_side"))
+    parser.add_argument(
+        "--reuse-anchor",
+        type=Path,
+        default=None,
+        help="anchor.json of an earlier run on the same data instead of rerunning the reference (it is seeded, so "
+        "its figures do not change; saves its 5-20 minutes)",
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -39,7 +46,12 @@ def main() -> None:
     prd_seconds = time.monotonic() - started
     started = time.monotonic()
     anchor_json = args.out / "anchor.json"
-    subprocess.run([sys.executable, str(args.anchor), str(args.data), "--json", str(anchor_json)], check=True)
+    if args.reuse_anchor is None:
+        subprocess.run([sys.executable, str(args.anchor), str(args.data), "--json", str(anchor_json)], check=True)
+        anchor_note = "reference (build bank + score): {:.0f} s"
+    else:
+        anchor_json.write_text(args.reuse_anchor.read_text())
+        anchor_note = f"reference figures reused from {args.reuse_anchor} (not rerun)"
     anchor = json.loads(anchor_json.read_text())
     anchor_seconds = time.monotonic() - started
 
@@ -56,8 +68,8 @@ def main() -> None:
             f"{marks[1]}{a['pixel_auroc']:.3f}{marks[1]} | {b['pixel_auroc']:.3f} |"
         )
     rows.append(
-        f"\nPRD scoring (ONNX Runtime, CPU): {prd_seconds:.0f} s; reference (build bank + score): "
-        f"{anchor_seconds:.0f} s. Bold: PRD ahead."
+        f"\nPRD scoring (ONNX Runtime, CPU): {prd_seconds:.0f} s; {anchor_note.format(anchor_seconds)}. "
+        "Bold: PRD ahead."
     )
     table = "\n".join(rows)
     (args.out / "side_by_side.md").write_text(table + "\n")
