@@ -27,7 +27,7 @@ from training.config import TrainConfig
 from training.data import DatasetIndex, discover, load_images
 from training.loss import coherence_loss, distillation_loss
 from training.model import CHECKPOINT_FILE, CONFIG_FILE, Distilled, PRDModel, save_checkpoint
-from training.recognition import fit_centroids
+from training.recognition import fit_centroids, pooled_descriptor
 
 log = logging.getLogger(__name__)
 LOG_FILE = "log.jsonl"
@@ -68,7 +68,7 @@ def cache_teacher_features(
 def set_category_centroids(model: PRDModel, features: list[torch.Tensor], category_ids: torch.Tensor) -> None:
     """k-means centroids of each category's pooled teacher descriptors: what the graph's recognition compares with."""
     descriptors = torch.cat(
-        [model.pooled_descriptor([f[i : i + 256].float() for f in features]) for i in range(0, len(category_ids), 256)]
+        [pooled_descriptor([f[i : i + 256].float() for f in features]) for i in range(0, len(category_ids), 256)]
     )
     per_category = model.centroids_per_category
     model.centroids.copy_(fit_centroids(descriptors, category_ids, len(model.categories), per_category))

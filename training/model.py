@@ -78,16 +78,11 @@ class PRDModel(nn.Module):
         student = self.decoder(recall.rebuilt if recall is not None else embedding)
         return Distilled(student=student, embedding=embedding, recall=recall)
 
-    @staticmethod
-    def pooled_descriptor(features: list[torch.Tensor]) -> torch.Tensor:
-        """What identifies a category (``training.recognition``)."""
-        return pooled_descriptor(features)
-
     def forward(self, images: torch.Tensor) -> ScoreOutput:
         features = self.teacher_features(images)
         student = self.distill(features).student
         score, anomaly_map = self.anomaly_map(features, student)
-        similarity = category_similarity(self.pooled_descriptor(features), self.centroids, self.centroids_per_category)
+        similarity = category_similarity(pooled_descriptor(features), self.centroids, self.centroids_per_category)
         return ScoreOutput(score=score, anomaly_map=anomaly_map, category_similarity=similarity)
 
     def trained_state(self) -> dict[str, torch.Tensor]:

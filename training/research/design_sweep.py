@@ -29,6 +29,7 @@ from model_store.preprocess import load_model_input
 from training.config import TrainConfig
 from training.engine import training_step
 from training.model import PRDModel
+from training.recognition import pooled_descriptor
 
 if len(sys.argv) == 4 and sys.argv[1] == "--prepare":
     from pathlib import Path
@@ -88,7 +89,7 @@ def run(tag, steps=1500, **over):
         FEAT[key] = [torch.cat([b[k] for b in fs]) for k in range(3)]
     feats = FEAT[key]
     with torch.no_grad():
-        desc = model.pooled_descriptor(feats)
+        desc = pooled_descriptor(feats)
         model.centroids.copy_(torch.stack([desc[LAB == k].mean(0) for k in range(len(cats))]))
     opt = torch.optim.Adam(model.trainable_parameters(), lr=cfg.lr, betas=cfg.betas)
     n, bs = len(IMGS), cfg.batch_size

@@ -19,11 +19,11 @@ import torch.nn.functional as F
 from training.calibrate import holdout_split
 from training.data import discover, load_images
 from training.model import load_run
-from training.recognition import category_similarity, fit_centroids
+from training.recognition import category_similarity, fit_centroids, pooled_descriptor
 
 FORMS: dict[str, Callable[[list[torch.Tensor]], torch.Tensor]] = {
     "concatenated": lambda f: F.normalize(torch.cat([x.mean(dim=(2, 3)) for x in f], 1), dim=1),
-    "per-scale": lambda f: F.normalize(torch.cat([F.normalize(x.mean(dim=(2, 3)), dim=1) for x in f], 1), dim=1),
+    "per-scale": pooled_descriptor,  # the shipped descriptor itself
     "per-scale mean+std": lambda f: F.normalize(
         torch.cat([F.normalize(torch.cat([x.mean(dim=(2, 3)), x.std(dim=(2, 3))], 1), dim=1) for x in f], 1), dim=1
     ),

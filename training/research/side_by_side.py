@@ -48,12 +48,11 @@ def main() -> None:
     anchor_json = args.out / "anchor.json"
     if args.reuse_anchor is None:
         subprocess.run([sys.executable, str(args.anchor), str(args.data), "--json", str(anchor_json)], check=True)
-        anchor_note = "reference (build bank + score): {:.0f} s"
+        anchor_note = f"reference (build bank + score): {time.monotonic() - started:.0f} s"
     else:
         anchor_json.write_text(args.reuse_anchor.read_text())
         anchor_note = f"reference figures reused from {args.reuse_anchor} (not rerun)"
     anchor = json.loads(anchor_json.read_text())
-    anchor_seconds = time.monotonic() - started
 
     rows = [
         "| category | PRD image AUROC | reference image AUROC | PRD pixel AUROC | reference pixel AUROC |",
@@ -67,10 +66,7 @@ def main() -> None:
             f"| {name} | {marks[0]}{a['image_auroc']:.3f}{marks[0]} | {b['image_auroc']:.3f} | "
             f"{marks[1]}{a['pixel_auroc']:.3f}{marks[1]} | {b['pixel_auroc']:.3f} |"
         )
-    rows.append(
-        f"\nPRD scoring (ONNX Runtime, CPU): {prd_seconds:.0f} s; {anchor_note.format(anchor_seconds)}. "
-        "Bold: PRD ahead."
-    )
+    rows.append(f"\nPRD scoring (ONNX Runtime, CPU): {prd_seconds:.0f} s; {anchor_note}. Bold: PRD ahead.")
     table = "\n".join(rows)
     (args.out / "side_by_side.md").write_text(table + "\n")
     print(table)
