@@ -114,6 +114,18 @@ class Harness:
         parts = [(field, (name, data, "application/octet-stream")) for name, data in files]
         return await self.client.post("/score", files=parts, **kwargs)
 
+    async def hold_one_and_queue(
+        self, gate: Gate, image: tuple[str, bytes], queued: int
+    ) -> tuple[asyncio.Future[httpx.Response], list[asyncio.Future[httpx.Response]]]:
+        """Send one request and hold its run in the (gated) model, then ``queued`` more that wait in the batcher
+        behind it; returns (held, queued) futures. The caller opens the gate when it has looked at the queue."""
+        gate.close()
+        held = asyncio.ensure_future(self.score(image))
+        await until(gate.entered.is_set, "first batch held in the model")
+        waiting = [asyncio.ensure_future(self.score(image)) for _ in range(queued)]
+        await until(lambda: self.state.batcher.depth == queued, f"{queued} images queued behind it")
+        return held, waiting
+
 
 async def until(condition: Callable[[], Awaitable[bool] | bool], what: str = "condition") -> None:
     """Poll ``condition`` (sync or async) until true; fail the test after ``PATIENCE_S``."""

@@ -21,11 +21,7 @@ def test_concurrent_requests_are_scored_in_one_batch(store: Path) -> None:
         async with serving(settings, loader=gated_loader(gate)) as h:
             # Hold the first run in the model so the other requests arrive while it runs, whatever the machine's
             # load: then they must leave together, as one run, when it returns.
-            gate.close()
-            first = asyncio.ensure_future(h.score(IMAGE))
-            await until(gate.entered.is_set, "first batch held in the model")
-            rest = [asyncio.ensure_future(h.score(IMAGE)) for _ in range(7)]
-            await until(lambda: h.state.batcher.depth == 7, "seven images queued behind it")
+            first, rest = await h.hold_one_and_queue(gate, IMAGE, queued=7)
             gate.open()
             responses = [await first, *await asyncio.gather(*rest)]
             assert [r.status_code for r in responses] == [200] * 8
@@ -43,11 +39,7 @@ def test_full_queue_answers_503_with_retry_after_at_once(store: Path) -> None:
     async def scenario() -> None:
         settings = settings_for(store, max_batch_size=1, batch_window_ms=0, queue_limit=2, max_files=2)
         async with serving(settings, loader=gated_loader(gate)) as h:
-            gate.close()
-            running = asyncio.ensure_future(h.score(IMAGE))
-            await until(gate.entered.is_set, "first batch held in the model")
-            queued = [asyncio.ensure_future(h.score(IMAGE)) for _ in range(2)]
-            await until(lambda: h.state.batcher.depth == 2, "queue full")
+            running, queued = await h.hold_one_and_queue(gate, IMAGE, queued=2)  # the queue limit is 2: full
             refused = await h.score(IMAGE)
             assert refused.status_code == 503
             assert refused.headers["content-type"] == "application/problem+json"

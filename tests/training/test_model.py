@@ -17,6 +17,7 @@ from training.backbones import Teacher, build_teacher  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.loss import coherence_loss, distillation_loss  # noqa: E402
 from training.model import CHECKPOINT_FILE, PRDModel, RunError, ScoreOutput, load_run, save_checkpoint  # noqa: E402
+from training.recognition import pooled_descriptor  # noqa: E402
 
 pytestmark = pytest.mark.torch  # the training half: runs where the training extras are installed
 
@@ -89,7 +90,7 @@ def test_eval_forward_maps_uint8_nhwc_to_the_contract_outputs() -> None:
 def test_category_similarity_is_one_for_an_image_whose_descriptor_is_the_centroid(teacher: Teacher) -> None:
     model = _model(teacher).eval()
     images = _textures(2)
-    descriptors = model.pooled_descriptor(model.teacher_features(images))
+    descriptors = pooled_descriptor(model.teacher_features(images))
     per = model.centroids_per_category
     model.centroids.copy_(descriptors.flip(0).repeat_interleave(per, dim=0))  # category "a" ← image 1, "b" ← image 0
     with torch.no_grad():
