@@ -83,13 +83,14 @@ class EfficientNetLiteTeacher(Teacher):
         path = weights or _bundled_lite_weights(variant)
         net = EfficientNet.from_name(f"efficientnet-{variant}")
         _load_state(net, path, f"efficientnet_{variant}", strict_prefixes=("_conv_stem", "_bn0", "_blocks"))
-        net.set_swish(memory_efficient=False)  # export-friendly activation
+        # Lite's own ReLU6 stays (it exports as Clip); the package's set_swish() would swap in Swish everywhere.
         taps = tuple(taps) if taps else LITE_DEFAULT_TAPS[variant]
         if len(taps) != 3 or list(taps) != sorted(set(taps)) or not 0 <= taps[0] < taps[-1] < len(net._blocks):
             raise TeacherError(f"--teacher-taps: need three increasing block indices in 0..{len(net._blocks) - 1}")
         self.stem = nn.Sequential(net._conv_stem, net._bn0, net._swish)
         self.blocks = nn.ModuleList(net._blocks[: taps[-1] + 1])
         self.taps = taps
+        self.eval()  # before any forward: in train mode the probe below would move BatchNorm's pretrained statistics
         with torch.no_grad():
             probe = self.forward(torch.zeros(1, 3, 64, 64))
         self.channels = tuple(f.shape[1] for f in probe)  # type: ignore[assignment]

