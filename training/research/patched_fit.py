@@ -60,7 +60,9 @@ def synthetic_defects(images: np.ndarray, seed: int = 0) -> np.ndarray:
     out = images.copy()
     for i in range(n):
         grid = int(rng.choice([4, 8, 16]))
-        noise = cv2.resize(rng.standard_normal((grid, grid)).astype(np.float32), (size, size), cv2.INTER_CUBIC)
+        noise = cv2.resize(
+            rng.standard_normal((grid, grid)).astype(np.float32), (size, size), interpolation=cv2.INTER_CUBIC
+        )
         blob = (noise > np.quantile(noise, rng.uniform(0.85, 0.995))).astype(np.float32)
         blob = cv2.GaussianBlur(blob, (0, 0), 1.0)[..., None]
         image = images[i].astype(np.float32)
