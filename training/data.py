@@ -231,11 +231,32 @@ def image_size(path: Path) -> tuple[int, int]:
         raise DataError(f"{path}: unreadable image: {exc}") from exc
 
 
-def load_mask(sample: Sample, size: int, image_wh: tuple[int, int] | None = None) -> np.ndarray:
-    """The sample's defect mask as size×size uint8 0/1 (zeros for normal samples).
+def load_full_mask(sample: Sample, image_wh: tuple[int, int] | None = None) -> np.ndarray:
+    """The sample's defect mask at its image's own size, uint8 0/1 (zeros for normal samples).
 
-    The mask must have the image's size (a mismatch means the two files do not belong together); it is resized
-    with nearest neighbour so it stays binary. Foreground is > 127, or > 0 for masks stored as 0/1.
+    The mask must have the image's size (a mismatch means the two files do not belong together). Foreground is
+    > 127, or > 0 for masks stored as 0/1.
+    """
+    width, height = image_wh or image_size(sample.path)
+    if sample.mask_path is None:
+        return np.zeros((height, width), np.uint8)
+    try:
+        gray = decode_rgb8(_read_bytes(sample.mask_path)).max(axis=2)
+    except ImageDecodeError as exc:
+        raise DataError(f"{sample.mask_path}: unreadable mask: {exc}") from exc
+    if gray.shape != (height, width):
+        message = (
+            f"{sample.mask_path}: mask is {gray.shape[1]}x{gray.shape[0]} but its image {sample.path} is "
+            f"{width}x{height}"
+        )
+        raise DataError(message)
+    cut = 0 if gray.max() == 1 else 127
+    return (gray > cut).astype(np.uint8)
+
+
+def load_mask(sample: Sample, size: int, image_wh: tuple[int, int] | None = None) -> np.ndarray:
+    """The sample's defect mask (``load_full_mask``) as size×size uint8 0/1, resized with nearest neighbour so it
+    stays binary.
 
     Args:
         sample: the test sample.
@@ -244,20 +265,7 @@ def load_mask(sample: Sample, size: int, image_wh: tuple[int, int] | None = None
     """
     if sample.mask_path is None:
         return np.zeros((size, size), np.uint8)
-    try:
-        gray = decode_rgb8(_read_bytes(sample.mask_path)).max(axis=2)
-    except ImageDecodeError as exc:
-        raise DataError(f"{sample.mask_path}: unreadable mask: {exc}") from exc
-    width, height = image_wh or image_size(sample.path)
-    if gray.shape != (height, width):
-        message = (
-            f"{sample.mask_path}: mask is {gray.shape[1]}x{gray.shape[0]} but its image {sample.path} is "
-            f"{width}x{height}"
-        )
-        raise DataError(message)
-    resized = cv2.resize(gray, (size, size), interpolation=cv2.INTER_NEAREST)
-    cut = 0 if gray.max() == 1 else 127
-    return (resized > cut).astype(np.uint8)
+    return cv2.resize(load_full_mask(sample, image_wh), (size, size), interpolation=cv2.INTER_NEAREST)
 
 
 def load_images(

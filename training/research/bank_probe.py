@@ -22,24 +22,19 @@ from sklearn.metrics import roc_auc_score
 
 from training import data
 from training.anomaly_map import GaussianBlur
-from training.backbones import build_teacher
+from training.backbones import Teacher, build_teacher
 from training.calibrate import holdout_split
 from training.model import load_run
 
 
 @torch.no_grad()
-def tap_features(teacher, images: np.ndarray, taps: list[int]) -> torch.Tensor:
+def tap_features(teacher: Teacher, images: np.ndarray) -> torch.Tensor:
+    """The teacher's first two taps, 3×3-averaged, the coarse one upsampled to the fine grid, concatenated."""
     out = []
     for start in range(0, len(images), 32):
-        h = teacher.stem(teacher.normalize(torch.from_numpy(images[start : start + 32])))
-        got = []
-        for index, block in enumerate(teacher.blocks):
-            h = block(h)
-            if index in taps:
-                got.append(F.avg_pool2d(h, 3, 1, 1))
-            if index >= max(taps):
-                break
-        fine, coarse = got
+        fine, coarse = (
+            F.avg_pool2d(m, 3, 1, 1) for m in teacher.features(torch.from_numpy(images[start : start + 32]))[:2]
+        )
         coarse = F.interpolate(coarse, size=fine.shape[-2:], mode="bilinear", align_corners=False)
         out.append(torch.cat([fine, coarse], 1).half())
     return torch.cat(out)
@@ -59,12 +54,12 @@ def main() -> None:
     test = index.test
     train, _ = holdout_split(index.train, 0.1, validation=index.validation)
     taps = [int(t) for t in args.taps.split(",")]
-    teacher = build_teacher(args.teacher, None, tuple(taps + [taps[-1] + 1]), 0)
+    teacher = build_teacher(args.teacher, None, (*taps, taps[-1] + 1), 0)  # a Lite teacher takes three taps
     model = load_run(args.run)
     size = model.input_size
     test_images = data.load_images(test, size, progress=False)
-    train_features = tap_features(teacher, data.load_images(train, size, progress=False), taps)
-    test_features = tap_features(teacher, test_images, taps)
+    train_features = tap_features(teacher, data.load_images(train, size, progress=False))
+    test_features = tap_features(teacher, test_images)
     channels = train_features.shape[1]
     every = train_features.permute(0, 2, 3, 1).reshape(-1, channels)
     bank = every[torch.randperm(len(every))[: args.bank]].float()

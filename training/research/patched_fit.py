@@ -40,11 +40,7 @@ def patch_letterbox() -> None:
         return _letterbox(rgb, size, preprocess.RESIZE_INTERPOLATION, cv2.BORDER_REFLECT_101)[0]
 
     def load_mask(sample: data.Sample, size: int, image_wh: tuple[int, int] | None = None) -> np.ndarray:
-        width, height = image_wh or data.image_size(sample.path)
-        full = np.zeros((height, width), np.uint8)
-        if sample.mask_path is not None:
-            gray = data.decode_rgb8(sample.mask_path.read_bytes()).max(axis=2)
-            full = (gray > (0 if gray.max() == 1 else 127)).astype(np.uint8)
+        full = data.load_full_mask(sample, image_wh)
         mask, (top, left, h, w) = _letterbox(full, size, cv2.INTER_NEAREST, cv2.BORDER_CONSTANT)
         valid = np.zeros((size, size), bool)
         valid[top : top + h, left : left + w] = True
