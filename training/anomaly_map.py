@@ -2,6 +2,8 @@
 
 Map: per scale 1 − cos(teacher, student) over channels, bilinearly upsampled to the input size, summed over
 scales, smoothed by a Gaussian (σ = 4 px by default, as RD4AD). The separable kernel is built once, as a buffer.
+With a teacher-space patch memory (``training/memory.py``) the map is fused before smoothing:
+``rd / rd_scale + α · memory / memory_scale``, both scales measured once on held-out normals.
 Score: the map's maximum (RD4AD); ``max_minus_mean``, the peak above the image's own mean level, which cancels the
 offset that exposure sets on a whole map (magnetic tiles photographed dark or bright give low or high maps
 everywhere); or the mean of its top fraction of pixels, steadier when a single noisy pixel would otherwise decide.
@@ -14,6 +16,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from training.memory import PatchMemory
 
 
 def cosine_distance_maps(teacher: list[torch.Tensor], student: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -73,6 +77,8 @@ class AnomalyMap(nn.Module):
         score_topk: float = 0.01,
         magnitude_weight: float = 0.0,
         channels: tuple[int, ...] = (),
+        memory_entries: int = 0,
+        memory_weight: float = 1.0,
     ) -> None:
         super().__init__()
         if score not in SCORE_RULES:
@@ -87,20 +93,38 @@ class AnomalyMap(nn.Module):
             self.register_buffer("channel_weights", torch.ones(sum(self.channels)))
         else:
             self.channel_weights = None
+        self.memory: PatchMemory | None = None
+        if memory_entries > 0:
+            self.memory = PatchMemory(memory_entries, sum(self.channels[:2]))
+            self.memory_weight = memory_weight
+            self.register_buffer("rd_scale", torch.ones(()))
+            self.register_buffer("memory_scale", torch.ones(()))
 
     def per_scale_channel_weights(self) -> list[torch.Tensor] | None:
         if self.channel_weights is None:
             return None
         return list(torch.split(self.channel_weights, list(self.channels)))
 
-    def forward(self, teacher: list[torch.Tensor], student: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns (score (N,), anomaly_map (N, 1, S, S))."""
+    def component_maps(
+        self, teacher: list[torch.Tensor], student: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Unscaled, unsmoothed (N, 1, S, S) maps: the student's summed distances, and the memory's (or None)."""
         size = (self.image_size, self.image_size)
         maps = [
             F.interpolate(m, size=size, mode="bilinear", align_corners=False)
             for m in feature_distance_maps(teacher, student, self.magnitude_weight, self.per_scale_channel_weights())
         ]
-        anomaly_map = self.blur(torch.stack(maps, dim=0).sum(dim=0))
+        rd = torch.stack(maps, dim=0).sum(dim=0)
+        if self.memory is None:
+            return rd, None
+        return rd, F.interpolate(self.memory(teacher), size=size, mode="bilinear", align_corners=False)
+
+    def forward(self, teacher: list[torch.Tensor], student: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (score (N,), anomaly_map (N, 1, S, S))."""
+        rd, memory = self.component_maps(teacher, student)
+        if memory is not None:
+            rd = rd / self.rd_scale + self.memory_weight * memory / self.memory_scale
+        anomaly_map = self.blur(rd)
         flat = anomaly_map.flatten(1)
         if self.score_rule == "max":
             score = flat.max(dim=1).values

@@ -29,6 +29,8 @@ FIT_OPTIONS = {
     "--decoder-width": "decoder_width",
     "--loss": "loss",
     "--score": "score",
+    "--memory-entries": "memory_entries",
+    "--memory-weight": "memory_weight",
     "--lr": "lr",
     "--batch-size": "batch_size",
     "--epochs": "epochs",
@@ -57,7 +59,7 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
             flag, dest=name, type=_field_type(name), default=None, help=f"(default: {getattr(defaults, name)})"
         )
-    parser.add_argument("--no-prototypes", action="store_true", help="plain RD4AD: same as --prototypes 0")
+    parser.add_argument("--no-prototypes", action="store_true", help="plain RD4AD: --prototypes 0 --memory-entries 0")
     parser.add_argument(
         "--set",
         action="append",
@@ -72,6 +74,7 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) 
     updates = {name: getattr(args, name) for name in FIT_OPTIONS.values() if getattr(args, name, None) is not None}
     if getattr(args, "no_prototypes", False):
         updates["prototypes"] = 0
+        updates["memory_entries"] = 0
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     for item in getattr(args, "set", []):
         field, _, value = item.partition("=")

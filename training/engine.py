@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,7 @@ from training.calibrate import holdout_split
 from training.config import TrainConfig
 from training.data import DatasetIndex, discover, load_images
 from training.loss import coherence_loss, distillation_loss
+from training.memory import build_memory
 from training.model import CHECKPOINT_FILE, CONFIG_FILE, Distilled, PRDModel, save_checkpoint
 from training.recognition import fit_centroids, pooled_descriptor
 
@@ -74,6 +75,31 @@ def set_category_centroids(model: PRDModel, features: list[torch.Tensor], catego
     model.centroids.copy_(fit_centroids(descriptors, category_ids, len(model.categories), per_category))
 
 
+def held_out_samples(config: TrainConfig, index: DatasetIndex) -> list:
+    """The normals calibration uses: the trainer's hold-out slice of train/good plus every validation/good image."""
+    _, held_out = holdout_split(index.train, config.holdout_fraction, validation=index.validation)
+    return list(held_out) + [s for s in index.validation if s.label == 0]
+
+
+@torch.no_grad()
+def calibrate_map_scales(model: PRDModel, images: np.ndarray, device: torch.device, progress: bool) -> dict[str, float]:
+    """Mean student map and mean memory map over the held-out normal images: the fused map's units.
+
+    The held-out normals are those calibration uses (``held_out_samples``), never test images.
+    """
+    sums = torch.zeros(2, dtype=torch.float64)
+    model.eval()
+    for start in tqdm(range(0, len(images), FEATURE_BATCH), desc="map scales", unit="batch", disable=not progress):
+        batch = torch.from_numpy(images[start : start + FEATURE_BATCH]).to(device)
+        features = model.teacher_features(batch)
+        rd, memory = model.anomaly_map.component_maps(features, model.distill(features).student)
+        sums += torch.stack([rd.mean(dim=(1, 2, 3)).sum(), memory.mean(dim=(1, 2, 3)).sum()]).double().cpu()
+    rd_scale, memory_scale = (sums / len(images)).tolist()
+    model.anomaly_map.rd_scale.fill_(rd_scale)
+    model.anomaly_map.memory_scale.fill_(memory_scale)
+    return {"rd_scale": rd_scale, "memory_scale": memory_scale, "held_out_images": len(images)}
+
+
 @torch.no_grad()
 def set_channel_weights(model: PRDModel, features: list[torch.Tensor]) -> None:
     """1 / (var_c + 0.1·mean var) per teacher channel over the training features: the magnitude term's units."""
@@ -114,12 +140,22 @@ class Prepared:
     features: list[torch.Tensor]
     category_ids: torch.Tensor
     centroids: torch.Tensor
+    held_out: np.ndarray
+    """Decoded held-out normals (``held_out_samples``), decoded up front so a bad file stops the run before training."""
+    memories: dict[int, torch.Tensor] = field(default_factory=dict)
+    """Patch memories already built from these features, by size (variants of an ablation share them)."""
+
+    def memory(self, entries: int, seed: int, progress: bool) -> torch.Tensor:
+        if entries not in self.memories:
+            self.memories[entries] = build_memory(self.features, entries, seed, progress)
+        return self.memories[entries]
 
 
 def prepare(
     config: TrainConfig, model: PRDModel, index: DatasetIndex, device: torch.device, progress: bool = True
 ) -> Prepared:
     """Hold out the calibration slice, decode the training images and cache the teacher's features."""
+    held_out = load_images(held_out_samples(config, index), config.image_size, progress=False, workers=config.workers)
     samples = training_samples(config, index)
     images = load_images(samples, config.image_size, progress=progress, workers=config.workers)
     features = cache_teacher_features(model, images, device, progress)
@@ -127,7 +163,7 @@ def prepare(
     category_ids = torch.tensor([index.categories.index(s.category) for s in samples], device=device)
     set_category_centroids(model, features, category_ids)
     set_channel_weights(model, features)
-    return Prepared(index, samples, features, category_ids, model.centroids.detach().clone())
+    return Prepared(index, samples, features, category_ids, model.centroids.detach().clone(), held_out)
 
 
 def fit(
@@ -150,12 +186,19 @@ def fit(
     config.save(out_dir / CONFIG_FILE)
 
     index = prepared.index if prepared else discover([Path(p) for p in config.data], config.categories)
+    if config.memory_entries > 0 and not held_out_samples(config, index):
+        raise ValueError(
+            "--memory-entries: the patch memory is scaled on held-out normal images and there are none "
+            "(raise --holdout-fraction, add validation/good folders, or set --memory-entries 0)"
+        )
     model = PRDModel(config, index.categories).to(device)
     if prepared is None:
         prepared = prepare(config, model, index, device, progress)
     else:
         model.centroids.copy_(prepared.centroids)
         set_channel_weights(model, prepared.features)
+    if model.anomaly_map.memory is not None:
+        model.anomaly_map.memory.set_entries(prepared.memory(config.memory_entries, config.seed, progress).to(device))
     features, category_ids = prepared.features, prepared.category_ids
     summary = {**prepared.index.summary(), "trained_on": len(prepared.samples)}
     (out_dir / "training_data.json").write_text(json.dumps(summary, indent=2))
@@ -178,6 +221,7 @@ def fit(
     n, batch = len(category_ids), min(config.batch_size, len(category_ids))
     steps_per_epoch = max(1, n // batch)
     model.train()
+    resume_state: dict | None = None
     with tqdm(total=config.epochs, initial=first_epoch, desc="training", unit="epoch", disable=not progress) as bar:
         for epoch in range(first_epoch, config.epochs):
             epoch_start, losses = time.monotonic(), []
@@ -201,20 +245,24 @@ def fit(
             with open(out_dir / LOG_FILE, "a") as handle:
                 handle.write(json.dumps(record) + "\n")
             out_of_time = deadline is not None and time.monotonic() - started >= deadline
-            save_checkpoint(
-                model,
-                out_dir,
-                optimizer=optimizer.state_dict(),
-                sampler=sampler.get_state(),
-                epoch=epoch,
-                elapsed_s=record["elapsed_s"],
-                stopped_early=out_of_time,
-            )
+            resume_state = {
+                "optimizer": optimizer.state_dict(),
+                "sampler": sampler.get_state(),
+                "epoch": epoch,
+                "elapsed_s": record["elapsed_s"],
+                "stopped_early": out_of_time,
+            }
+            save_checkpoint(model, out_dir, **resume_state)
             bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['images_per_s']:.0f}")
             bar.update(1)
             if out_of_time:
                 log.info("stopping after epoch %d: --max-minutes %.1f reached", epoch, config.max_minutes)
                 break
+    if model.anomaly_map.memory is not None:
+        scales = calibrate_map_scales(model, prepared.held_out, device, progress)
+        (out_dir / "map_scales.json").write_text(json.dumps(scales, indent=2))
+        if resume_state is not None:  # the last epoch's checkpoint again, now with its scales
+            save_checkpoint(model, out_dir, **resume_state)
     return model.eval()
 
 

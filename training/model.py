@@ -57,7 +57,14 @@ class PRDModel(nn.Module):
         )
         self.decoder = StudentDecoder(config.embed_dim, embed_stride, channels, strides, config.decoder_width)
         self.anomaly_map = AnomalyMap(
-            config.image_size, config.map_sigma, config.score, config.score_topk, config.magnitude_weight, channels
+            config.image_size,
+            config.map_sigma,
+            config.score,
+            config.score_topk,
+            config.magnitude_weight,
+            channels,
+            config.memory_entries,
+            config.memory_weight,
         )
         self.centroids_per_category = config.category_centroids
         rows = max(1, len(self.categories)) * self.centroids_per_category

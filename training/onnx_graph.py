@@ -8,7 +8,8 @@ the same graph, on the same bytes → pixels path (``model_store.preprocess``), 
   written into the graph exactly ((N,), (N,1,S,S), (N,C)), because the tracer's guesses are loose and Triton and
   the service read them; ``onnx.checker`` with ``full_check`` re-infers shapes and must agree.
 - fp16 uses ONNX Runtime's own converter (``onnxruntime.transformers.float16``, shipped in the onnxruntime
-  wheel): weights and compute become float16, the uint8 input and the float32 outputs stay (``keep_io_types``).
+  wheel): weights and compute become float16, the uint8 input and the float32 outputs stay (``keep_io_types``),
+  and so do the patch memory's nodes (``FP32_SCOPES``).
   Its output is not always topologically sorted (nodes it leaves in float32, e.g. TopK, get casts placed after
   their consumers), so the graph is re-sorted before the checker sees it.
 """
@@ -100,11 +101,17 @@ def _set_io_shapes(proto: onnx.ModelProto, size: int, n_categories: int) -> None
                 dim.dim_value = extent
 
 
+FP32_SCOPES = ("/anomaly_map/memory/",)
+"""Nodes kept in float32 by ``to_fp16``: the patch memory's ‖q‖² − 2 q·b + ‖b‖² cancels large terms, which float16
+cannot resolve (its distances would lose their low digits)."""
+
+
 def to_fp16(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """float16 weights and compute, uint8 input and float32 outputs kept."""
+    """float16 weights and compute, uint8 input and float32 outputs kept (and ``FP32_SCOPES`` nodes)."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    half = convert_float_to_float16(proto, keep_io_types=True)
+    kept = [n.name for n in proto.graph.node if any(scope in n.name for scope in FP32_SCOPES)]
+    half = convert_float_to_float16(proto, keep_io_types=True, node_block_list=kept or None)
     _toposort(half.graph)
     kinds = [v.type.tensor_type.elem_type for v in [*half.graph.input, *half.graph.output]]
     if kinds != [onnx.TensorProto.UINT8] + [onnx.TensorProto.FLOAT] * len(OUTPUT_NAMES):

@@ -64,3 +64,47 @@ def test_cli_exports_a_run_folder_with_the_runs_data_and_metrics(run_dir: Path, 
 def test_cli_reports_a_bad_run_in_one_line(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match=r"export failed: .*checkpoint\.pt: no checkpoint"):
         run_export(_args(str(tmp_path / "missing-run"), "--store", str(tmp_path / "store")))
+
+
+@pytest.mark.parametrize("fp16", [False, True], ids=["fp32", "fp16"])
+def test_a_patch_memory_is_exported_inside_the_graph(dataset, tmp_path: Path, fp16: bool) -> None:
+    import torch
+
+    from training.config import TrainConfig
+    from training.model import PRDModel, save_checkpoint
+
+    run = tmp_path / "run"
+    run.mkdir()
+    roots = sorted({str(d.parent) for d in dataset.category_dirs.values()})
+    config = TrainConfig(
+        data=roots,
+        teacher="efficientnet_lite0",
+        image_size=64,
+        embed_dim=32,
+        prototypes=8,
+        recall_topk=2,
+        decoder_width=16,
+        memory_entries=32,
+        memory_weight=2.0,
+    )
+    model = PRDModel(config, dataset.categories).eval()
+    model.anomaly_map.memory.set_entries(torch.rand(32, 40 + 112, generator=torch.Generator().manual_seed(0)))
+    model.anomaly_map.rd_scale.fill_(0.5)
+    model.anomaly_map.memory_scale.fill_(3.0)
+    config.save(run / "config.json")
+    save_checkpoint(model, run, epoch=0)
+    store = tmp_path / "store"
+    flags = ["--fp16"] if fp16 else []
+    run_export(_args(str(run), "--store", str(store), "--name", "prd", *flags))
+    manifest = load_bundle(store, "prd", "latest").manifest
+    assert manifest.prd["memory_entries"] == 32 and manifest.prd["memory_weight"] == 2.0
+    parity = manifest.metrics["export_parity"]
+    assert parity["score_max_rel_diff"] <= (1e-2 if fp16 else 1e-4)
+    import onnx
+
+    graph = onnx.load(str(store / "prd" / "1" / "model.onnx")).graph
+    memory_nodes = [n for n in graph.node if "/anomaly_map/memory/" in n.name]
+    assert any(n.op_type == "MatMul" for n in memory_nodes) and any(n.op_type == "ReduceMin" for n in memory_nodes)
+    weights = {t.name: t for t in graph.initializer}
+    memory_weights = [weights[i] for n in memory_nodes for i in n.input if i in weights]
+    assert memory_weights and all(w.data_type == onnx.TensorProto.FLOAT for w in memory_weights)  # fp32 even in fp16

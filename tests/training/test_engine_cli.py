@@ -83,9 +83,11 @@ def test_ablation_writes_one_table_for_prd_and_plain_rd(dataset: Path, tmp_path:
     table = (out / "ablation.md").read_text()
     assert "| prd |" in table and "| rd |" in table
     results = json.loads((out / "ablation.json").read_text())["variants"]
-    assert results["rd"]["overrides"] == {"prototypes": 0}
+    assert results["rd"]["overrides"] == {"prototypes": 0, "memory_entries": 0}
     assert (out / "ablation.png").stat().st_size > 0
-    assert "bank.prototypes" not in _weights(out / "rd") and "bank.prototypes" in _weights(out / "prd")
+    rd, prd = _weights(out / "rd"), _weights(out / "prd")
+    assert "bank.prototypes" not in rd and "anomaly_map.memory.entries" not in rd  # plain RD4AD
+    assert "bank.prototypes" in prd and "anomaly_map.memory.entries" in prd
 
 
 @pytest.mark.parametrize(
@@ -96,6 +98,7 @@ def test_ablation_writes_one_table_for_prd_and_plain_rd(dataset: Path, tmp_path:
         (["--teacher", "resnet18", "--teacher-weights", "/nonexistent/w.pth"], "/nonexistent/w.pth"),
         (["--categories", "nope"], "nope"),
         (["--set", "no_such_field=1"], "no_such_field"),
+        (["--holdout-fraction", "0"], "--memory-entries: the patch memory is scaled on held-out normal images"),
     ],
 )
 def test_fit_bad_options_exit_2_with_one_line(
@@ -118,7 +121,7 @@ def test_fit_names_an_unreadable_training_image(tmp_path: Path, capsys: pytest.C
     root = make_synthetic_dataset(tmp_path / "data", n_train=4, n_test_good=1, n_test_defect=1, size=64)
     broken = sorted(root.glob("*/train/good/*"))[0]
     broken.write_bytes(b"not an image at all")
-    assert main(["fit", "--data", str(root), "--out", str(tmp_path / "run"), "--holdout-fraction", "0", *TINY]) == 2
+    assert main(["fit", "--data", str(root), "--out", str(tmp_path / "run"), *TINY]) == 2
     assert str(broken) in capsys.readouterr().err
 
 
@@ -138,4 +141,31 @@ def test_magnitude_term_gets_its_channel_weights_from_the_training_features(data
     assert (
         torch.isfinite(weights).all() and (weights > 0).all() and not torch.allclose(weights, torch.ones_like(weights))
     )
+    assert main(["evaluate", str(run), "--report", str(tmp_path / "report")]) == 0
+
+
+def test_patch_memory_is_built_from_training_patches_and_scaled_on_held_out_normals(
+    dataset: Path, tmp_path: Path
+) -> None:
+    from training.calibrate import holdout_split
+    from training.data import discover, load_images
+    from training.model import load_run
+
+    run = tmp_path / "run"
+    args = ["--memory-entries", "64", "--memory-weight", "2"]
+    assert main(["fit", "--data", str(dataset), "--out", str(run), "--epochs", "1", *TINY, *args]) == 0
+    state = _weights(run)
+    entries = state["anomaly_map.memory.entries"]
+    assert entries.shape == (64, 40 + 112)  # Lite0's first two default taps, concatenated
+    assert entries.abs().sum(dim=1).min() > 0  # every entry filled
+    scales = json.loads((run / "map_scales.json").read_text())
+    assert scales["rd_scale"] > 0 and scales["memory_scale"] > 0 and scales["held_out_images"] > 0
+    assert float(state["anomaly_map.memory_scale"]) == pytest.approx(scales["memory_scale"])
+    index = discover([dataset])
+    _, held_out = holdout_split(index.train, 0.1, validation=index.validation)
+    model = load_run(run)
+    with torch.no_grad():
+        fused = model(torch.from_numpy(load_images(held_out, 64, progress=False))).anomaly_map
+    # each part is 1 on average over the held-out normals, so the fused map averages 1 + α there
+    assert float(fused.mean()) == pytest.approx(1 + 2, rel=0.05)
     assert main(["evaluate", str(run), "--report", str(tmp_path / "report")]) == 0

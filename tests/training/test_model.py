@@ -83,8 +83,7 @@ def test_eval_forward_maps_uint8_nhwc_to_the_contract_outputs() -> None:
     for tensor in out:
         assert tensor.dtype == torch.float32 and torch.isfinite(tensor).all()
     assert torch.all(out.anomaly_map >= -1e-5) and torch.all(out.score > 0)
-    flat = out.anomaly_map.flatten(1)  # default score rule: the peak above the map's own mean
-    torch.testing.assert_close(out.score, flat.max(dim=1).values - flat.mean(dim=1))
+    torch.testing.assert_close(out.score, out.anomaly_map.flatten(1).max(dim=1).values)  # default score rule: peak
 
 
 def test_category_similarity_is_one_for_an_image_whose_descriptor_is_the_centroid(teacher: Teacher) -> None:

@@ -1,0 +1,126 @@
+"""Teacher-space normal prototypes: a fixed-size memory of normal teacher patches, and its distance map.
+
+The student's map (1 − cos of teacher and student) is blind to what the student reproduces well, and a multi-class
+student reproduces some anomalies well: smooth, low-contrast ones (magnetic tiles ground unevenly, tire tread
+variations) change the teacher's features a little along directions a decoder trained on four textures copies.
+A nearest-normal-patch distance in the teacher's own space does not depend on what a decoder learned to copy, so it
+is the complementary signal (``training/research/bank_probe.py`` measured both, alone and mixed; README gives the
+figures). This module is PRD's "normal prototypes" taken literally in teacher space, beside the learned MNP bank on
+the embedding (``prototypes.py``), and is a switch like every other part (``memory_entries=0``: off).
+
+Choices, and why:
+
+- **Descriptor**: the teacher's first two tapped maps, each 3×3 averaged (local context, as PatchCore), the coarse
+  one bilinearly upsampled to the fine grid and concatenated — one vector per 1/8-scale position. The features are
+  those the trainer already caches, so building the memory costs no extra teacher pass.
+- **Fixed size, chosen by greedy coreset** (PatchCore's k-center selection): K entries whatever the amount of
+  training data, so the graph's size and scoring time do not grow with the data. Greedy k-center keeps the rare
+  normal patterns a random subsample of the same size drops. It runs on a random projection (``PROJECTION_DIM``)
+  of at most ``CANDIDATES`` random training positions, which bounds its cost on a CPU.
+- **Distance**: Euclidean to the nearest entry, computed as ‖q‖² − 2 q·b + ‖b‖² (MatMul + ReduceMin in ONNX, so
+  it is exported inside the graph like the rest of the map).
+- **Fusion** (``AnomalyMap``): both maps are brought to one scale by their mean over the held-out normal images
+  (set once after training by ``engine.calibrate_map_scales``), then ``rd / rd_scale + α · memory / memory_scale``
+  is smoothed and scored like the plain map. With the scales fixed, the fused map is a fixed function of the image.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+PROJECTION_DIM = 64
+CANDIDATES = 200_000
+
+
+def patch_descriptors(features: list[torch.Tensor]) -> torch.Tensor:
+    """(N, D, h, w) descriptors from the first two teacher maps: 3×3 averaged, coarse upsampled, concatenated."""
+    fine, coarse = (F.avg_pool2d(f, 3, 1, 1) for f in features[:2])
+    coarse = F.interpolate(coarse, size=fine.shape[-2:], mode="bilinear", align_corners=False)
+    return torch.cat([fine, coarse], dim=1)
+
+
+def as_rows(descriptors: torch.Tensor) -> torch.Tensor:
+    """(N, D, h, w) → (N·h·w, D), image by image, row by row."""
+    return descriptors.flatten(2).transpose(1, 2).flatten(0, 1)
+
+
+class PatchMemory(nn.Module):
+    """``forward(teacher maps) → (N, 1, h, w)`` distance of each position to its nearest memory entry."""
+
+    def __init__(self, entries: int, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("entries", torch.zeros(entries, dim))
+        self.register_buffer("entry_norms", torch.zeros(entries))
+
+    @torch.no_grad()
+    def set_entries(self, entries: torch.Tensor) -> None:
+        if entries.shape != self.entries.shape:
+            raise ValueError(f"memory entries must be {tuple(self.entries.shape)}, got {tuple(entries.shape)}")
+        self.entries.copy_(entries)
+        self.entry_norms.copy_(entries.pow(2).sum(dim=1))
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        query = patch_descriptors(features)
+        n, d, h, w = query.shape
+        flat = query.flatten(2).transpose(1, 2)  # (N, hw, D)
+        nearest = (self.entry_norms - 2 * flat @ self.entries.T).min(dim=2).values  # ‖b‖² − 2 q·b, minimised
+        squared = (nearest + flat.pow(2).sum(dim=2)).clamp(min=0)
+        return squared.sqrt().reshape(n, 1, h, w)
+
+
+@torch.no_grad()
+def greedy_coreset(
+    points: torch.Tensor, size: int, seed: int = 0, progress: bool = False, chunk: int = 65536
+) -> torch.Tensor:
+    """Indices of ``size`` rows chosen by greedy k-center on a random projection; all rows when there are fewer.
+
+    ``points`` (M, D) may be float16; at most ``CANDIDATES`` random rows take part, which bounds the cost at
+    ``size × CANDIDATES × PROJECTION_DIM`` multiply-adds.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    total = len(points)
+    if size >= total:
+        return torch.arange(total)
+    candidates = torch.randperm(total, generator=generator)[: min(total, CANDIDATES)]
+    projection = torch.randn(points.shape[1], PROJECTION_DIM, generator=generator) / PROJECTION_DIM**0.5
+    projected = torch.cat(
+        [points[candidates[i : i + chunk]].float() @ projection for i in range(0, len(candidates), chunk)]
+    )
+    if size >= len(candidates):
+        return candidates[:size]
+    chosen = torch.empty(size, dtype=torch.long)
+    chosen[0] = int(torch.randint(len(candidates), (1,), generator=generator))
+    norms = projected.pow(2).sum(dim=1)
+    nearest = torch.full((len(candidates),), float("inf"))
+    for i in tqdm(range(size), desc="memory coreset", unit="entry", disable=not progress, mininterval=1.0):
+        centre = projected[chosen[i]]
+        squared = torch.addmv(norms + centre.pow(2).sum(), projected, centre, alpha=-2)  # ‖p − c‖²
+        torch.minimum(nearest, squared, out=nearest)
+        if i + 1 < size:
+            chosen[i + 1] = int(nearest.argmax())
+    return candidates[chosen]
+
+
+@torch.no_grad()
+def build_memory(
+    features: list[torch.Tensor], entries: int, seed: int = 0, progress: bool = False, batch: int = 64
+) -> torch.Tensor:
+    """(entries, D) memory of normal patches from cached teacher features (any dtype; float32 result)."""
+    descriptors = torch.cat(
+        [
+            as_rows(patch_descriptors([f[i : i + batch].float() for f in features])).half()
+            for i in range(0, len(features[0]), batch)
+        ]
+    )
+    if len(descriptors) < entries:  # every patch, repeated to fill the memory: repeats do not move a nearest distance
+        log.warning(
+            "memory: %d entries asked, the training data has %d patches; keeping all", entries, len(descriptors)
+        )
+        return descriptors[torch.arange(entries) % len(descriptors)].float()
+    return descriptors[greedy_coreset(descriptors, entries, seed, progress)].float()

@@ -1,0 +1,131 @@
+"""Probe: the teacher-space patch memory (``training/memory.py``) on a trained run, without retraining (research, CPU).
+
+    python -m training.research.memory_probe runs/demo [--entries 4096,16384] [--alphas 0.5,1,2,4]
+
+For each memory size, a random subsample and the greedy coreset of the run's training patches (the same
+descriptors the model would build); maps scaled by their mean over the held-out normal images, as
+``engine.calibrate_map_scales`` does; image AUROC with both score rules and pixel AUROC (every 4th pixel) per
+category, for the memory alone and mixed into the run's RD map. The RD test maps come from ``map_breakdown``'s
+cache when present. Blur is linear, so mixing smoothed maps equals smoothing the mixed map.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import roc_auc_score
+
+from training import data
+from training.anomaly_map import GaussianBlur
+from training.calibrate import holdout_split
+from training.memory import PatchMemory, as_rows, build_memory, patch_descriptors
+from training.model import PRDModel, load_run
+
+
+@torch.no_grad()
+def teacher_maps(model: PRDModel, images: np.ndarray) -> list[torch.Tensor]:
+    chunks = [
+        [f.half() for f in model.teacher_features(torch.from_numpy(images[i : i + 32]))[:2]]
+        for i in range(0, len(images), 32)
+    ]
+    return [torch.cat([c[level] for c in chunks]) for level in range(2)]
+
+
+@torch.no_grad()
+def memory_maps(memory: PatchMemory, features: list[torch.Tensor], size: int, blur: GaussianBlur) -> torch.Tensor:
+    out = []
+    for i in range(0, len(features[0]), 16):
+        m = memory([f[i : i + 16].float() for f in features])
+        out.append(blur(F.interpolate(m, size=(size, size), mode="bilinear", align_corners=False))[:, 0])
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def rd_maps(model: PRDModel, images: np.ndarray) -> torch.Tensor:
+    return torch.cat([model(torch.from_numpy(images[i : i + 32])).anomaly_map[:, 0] for i in range(0, len(images), 32)])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("run", type=Path)
+    parser.add_argument("--data", default="../shared/data")
+    parser.add_argument("--entries", default="4096,16384")
+    parser.add_argument("--alphas", default="0.5,1,2,4")
+    parser.add_argument("--random", action="store_true", help="also a random subsample of the same size")
+    parser.add_argument("--save", type=Path, default=None, help="write the test and held-out maps (float16) here")
+    args = parser.parse_args()
+    started = time.monotonic()
+    index = data.discover([Path(args.data)])
+    model = load_run(args.run)
+    size = model.input_size
+    train, held_out = holdout_split(index.train, model.config.holdout_fraction, validation=index.validation)
+    held_out = held_out + list(index.validation)
+    test = index.test
+    train_features = teacher_maps(model, data.load_images(train, size, progress=False))
+    held_images = data.load_images(held_out, size, progress=False)
+    held_features = teacher_maps(model, held_images)
+    test_images = data.load_images(test, size, progress=False)
+    test_features = teacher_maps(model, test_images)
+    cache = args.run / "breakdown_maps.pt"
+    rd_test = torch.load(cache) if cache.is_file() else rd_maps(model, test_images)
+    rd_held = rd_maps(model, held_images)
+    rd_scale = rd_held.mean()
+    print(f"features: {time.monotonic() - started:.0f} s; {len(train)} train, {len(held_out)} held out", flush=True)
+    blur = GaussianBlur(model.config.map_sigma)
+    masks = np.stack([data.load_mask(s, size) for s in test])[:, ::4, ::4]
+    categories = np.array([s.category for s in test])
+    labels = np.array([s.label for s in test])
+
+    def report(name: str, anomaly_map: torch.Tensor) -> None:
+        flat = anomaly_map.flatten(1)
+        pixels = anomaly_map[:, ::4, ::4].numpy()
+        for rule in ("max-mean", "max"):
+            score = (flat.max(1).values - (flat.mean(1) if rule == "max-mean" else 0)).numpy()
+            rows = [
+                (roc_auc_score(labels[k], score[k]), roc_auc_score(masks[k].ravel() > 0, pixels[k].ravel()))
+                for k in (categories == c for c in index.categories)
+            ]
+            body = " ".join(f"{c[:4]}:{i:.3f}/{p:.3f}" for c, (i, p) in zip(index.categories, rows, strict=True))
+            mean = np.array(rows).mean(0)
+            print(f"{name:30s} {rule:8s} mean {mean[0]:.3f}/{mean[1]:.3f} | {body}", flush=True)
+
+    report("rd (the run's map)", rd_test / rd_scale)
+    dim = patch_descriptors([f[:1].float() for f in train_features]).shape[1]
+    for entries in (int(e) for e in args.entries.split(",")):
+        kinds = ["coreset", "random"] if args.random else ["coreset"]
+        for kind in kinds:
+            t0 = time.monotonic()
+            if kind == "coreset":
+                bank = build_memory(train_features, entries, progress=False)
+            else:
+                every = torch.cat(
+                    [
+                        as_rows(patch_descriptors([f[i : i + 64].float() for f in train_features]))
+                        for i in range(0, len(train_features[0]), 64)
+                    ]
+                )
+                bank = every[torch.randperm(len(every), generator=torch.Generator().manual_seed(0))[:entries]]
+            built = time.monotonic() - t0
+            memory = PatchMemory(entries, dim)
+            memory.set_entries(bank)
+            memory_held = memory_maps(memory, held_features, size, blur)
+            memory_scale = memory_held.mean()
+            memory_test = memory_maps(memory, test_features, size, blur) / memory_scale
+            if args.save is not None:
+                maps = {"rd_test": rd_test / rd_scale, "rd_held": rd_held / rd_scale, "memory_test": memory_test}
+                maps["memory_held"] = memory_held / memory_scale
+                torch.save({k: v.half() for k, v in maps.items()}, args.save.with_suffix(f".{kind}{entries}.pt"))
+            elapsed = time.monotonic() - started
+            print(f"-- {kind} {entries}: built in {built:.0f} s, maps at {elapsed:.0f} s", flush=True)
+            report(f"memory {kind} {entries}", memory_test)
+            for alpha in (float(a) for a in args.alphas.split(",")):
+                report(f"rd + {alpha:g}·memory {kind} {entries}", rd_test / rd_scale + alpha * memory_test)
+
+
+if __name__ == "__main__":
+    main()
