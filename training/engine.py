@@ -197,7 +197,7 @@ def fit(
     else:
         model.centroids.copy_(prepared.centroids)
         set_channel_weights(model, prepared.features)
-    if model.anomaly_map.memory is not None:
+    if model.anomaly_map.memory is not None and checkpoint is None:  # a resumed run's memory is in its checkpoint
         model.anomaly_map.memory.set_entries(prepared.memory(config.memory_entries, config.seed, progress).to(device))
     features, category_ids = prepared.features, prepared.category_ids
     summary = {**prepared.index.summary(), "trained_on": len(prepared.samples)}

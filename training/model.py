@@ -1,4 +1,5 @@
-"""``PRDModel``: teacher → one-class bottleneck → MNP prototype filter (SPR recall) → student → anomaly map.
+"""``PRDModel``: teacher → one-class bottleneck → MNP prototype filter (SPR recall) → student → anomaly map, the
+map fused with the teacher-space patch memory's (``training/memory.py``) when ``memory_entries`` > 0.
 
 In eval mode ``forward(uint8 NHWC)`` is the whole scoring pipeline and returns ``ScoreOutput``; its field names
 become the ONNX output names. Training goes through ``distill(teacher_features)`` so cached teacher features can

@@ -18,25 +18,25 @@ from training.export import add_export_arguments, run_export  # noqa: E402
 pytestmark = pytest.mark.torch
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory, dataset) -> Path:
+def _save_small_run(run: Path, dataset, prepare=None, **overrides: object) -> None:
+    """An untrained small PRD model saved as a run folder; ``prepare(model)`` may set buffers first."""
     from training.config import TrainConfig
     from training.model import PRDModel, save_checkpoint
 
-    run = tmp_path_factory.mktemp("run")
     roots = sorted({str(d.parent) for d in dataset.category_dirs.values()})
-    config = TrainConfig(
-        data=roots,
-        teacher="efficientnet_lite0",
-        image_size=64,
-        embed_dim=32,
-        prototypes=8,
-        recall_topk=2,
-        decoder_width=16,
-    )
+    small = {"image_size": 64, "embed_dim": 32, "prototypes": 8, "recall_topk": 2, "decoder_width": 16}
+    config = TrainConfig(data=roots, teacher="efficientnet_lite0", **{"memory_entries": 0, **small, **overrides})
     model = PRDModel(config, dataset.categories).eval()
+    if prepare is not None:
+        prepare(model)
     config.save(run / "config.json")
     save_checkpoint(model, run, epoch=0)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory, dataset) -> Path:
+    run = tmp_path_factory.mktemp("run")
+    _save_small_run(run, dataset)
     (run / "metrics.json").write_text(json.dumps({"mean": {"image_auroc": 0.5}, "warnings": ["from evaluate"]}))
     return run
 
@@ -70,29 +70,14 @@ def test_cli_reports_a_bad_run_in_one_line(tmp_path: Path) -> None:
 def test_a_patch_memory_is_exported_inside_the_graph(dataset, tmp_path: Path, fp16: bool) -> None:
     import torch
 
-    from training.config import TrainConfig
-    from training.model import PRDModel, save_checkpoint
+    def fill_memory(model) -> None:
+        model.anomaly_map.memory.set_entries(torch.rand(32, 40 + 112, generator=torch.Generator().manual_seed(0)))
+        model.anomaly_map.rd_scale.fill_(0.5)
+        model.anomaly_map.memory_scale.fill_(3.0)
 
     run = tmp_path / "run"
     run.mkdir()
-    roots = sorted({str(d.parent) for d in dataset.category_dirs.values()})
-    config = TrainConfig(
-        data=roots,
-        teacher="efficientnet_lite0",
-        image_size=64,
-        embed_dim=32,
-        prototypes=8,
-        recall_topk=2,
-        decoder_width=16,
-        memory_entries=32,
-        memory_weight=2.0,
-    )
-    model = PRDModel(config, dataset.categories).eval()
-    model.anomaly_map.memory.set_entries(torch.rand(32, 40 + 112, generator=torch.Generator().manual_seed(0)))
-    model.anomaly_map.rd_scale.fill_(0.5)
-    model.anomaly_map.memory_scale.fill_(3.0)
-    config.save(run / "config.json")
-    save_checkpoint(model, run, epoch=0)
+    _save_small_run(run, dataset, fill_memory, memory_entries=32, memory_weight=2.0)
     store = tmp_path / "store"
     flags = ["--fp16"] if fp16 else []
     run_export(_args(str(run), "--store", str(store), "--name", "prd", *flags))

@@ -6,7 +6,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from training.memory import PatchMemory, build_memory, greedy_coreset, patch_descriptors  # noqa: E402
+from training.memory import CHUNK_ENTRIES, PatchMemory, build_memory, greedy_coreset, patch_descriptors  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
@@ -21,10 +21,11 @@ def test_descriptors_join_the_fine_grid_and_the_upsampled_coarse_map() -> None:
     assert descriptors.shape == (2, 16, 8, 8)
 
 
-def test_memory_distance_is_the_brute_force_nearest_neighbour_distance() -> None:
+@pytest.mark.parametrize("count", [50, 2 * CHUNK_ENTRIES + 7], ids=["one-chunk", "three-chunks"])
+def test_memory_distance_is_the_brute_force_nearest_neighbour_distance(count: int) -> None:
     features = _features(3, seed=1)
-    entries = torch.rand(50, 16, generator=torch.Generator().manual_seed(2))
-    memory = PatchMemory(50, 16)
+    entries = torch.rand(count, 16, generator=torch.Generator().manual_seed(2))
+    memory = PatchMemory(len(entries), 16)
     memory.set_entries(entries)
     query = patch_descriptors(features).flatten(2).transpose(1, 2).reshape(-1, 16)
     expected = torch.cdist(query, entries).min(dim=1).values.reshape(3, 1, 8, 8)
