@@ -20,7 +20,8 @@ Choices, and why:
 - **Distance**: Euclidean to the nearest entry, computed as ‖q‖² − 2 q·b + ‖b‖² (MatMul + ReduceMin in ONNX, so
   it is exported inside the graph like the rest of the map), ``CHUNK_ENTRIES`` entries at a time with a running
   minimum: the full (positions × entries) product of a batch of 16 is 1 GB, and ONNX Runtime on 2 cores ran it
-  at 3 images/s where 1 024-entry chunks ran at 20 (the memory part alone, 16 384 entries, batch 16).
+  at 2.7 images/s where 1 024-entry chunks ran at 19.1 (the memory part alone, 16 384 entries, batch 16;
+  ``python -m training.research.memory_chunk_bench``, output in ``research/results/memory_chunk_bench_cpu.txt``).
 - **Fusion** (``AnomalyMap``): both maps are brought to one scale by their mean over the held-out normal images
   (set once after training by ``engine.calibrate_map_scales``), then ``rd / rd_scale + α · memory / memory_scale``
   is smoothed and scored like the plain map. With the scales fixed, the fused map is a fixed function of the image.

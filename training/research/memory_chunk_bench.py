@@ -1,0 +1,79 @@
+"""Benchmark: the patch memory's nearest-distance graph on ONNX Runtime (CPU), whole vs chunked (research).
+
+    python -m training.research.memory_chunk_bench [--entries 16384] [--seconds 3]
+
+Exports the memory's distance alone (random entries, 168-d descriptors, 32×32 positions) with the full
+(positions × entries) product and with 4 096- and 1 024-entry chunks (a running minimum), and prints images/s at
+batch 1, 4 and 16 for each, side by side in one run. Why ``memory.CHUNK_ENTRIES`` is 1 024.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+DIM, POSITIONS = 168, 1024
+
+
+class ChunkedDistance(nn.Module):
+    def __init__(self, entries: torch.Tensor, chunk: int) -> None:
+        super().__init__()
+        self.register_buffer("entries", entries)
+        self.register_buffer("norms", entries.pow(2).sum(dim=1))
+        self.chunk = chunk
+
+    def forward(self, query: torch.Tensor) -> torch.Tensor:
+        nearest = None
+        for start in range(0, len(self.entries), self.chunk):
+            end = start + self.chunk
+            part = (self.norms[start:end] - 2 * query @ self.entries[start:end].T).min(dim=2).values
+            nearest = part if nearest is None else torch.minimum(nearest, part)
+        return nearest
+
+
+def main() -> None:
+    import onnxruntime as ort
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--entries", type=int, default=16384)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    args = parser.parse_args()
+    entries = torch.randn(args.entries, DIM, generator=torch.Generator().manual_seed(0))
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as folder:
+        for chunk in (args.entries, 4096, 1024):
+            path = Path(folder) / f"memory_{chunk}.onnx"
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(
+                    ChunkedDistance(entries, chunk),
+                    (torch.randn(2, POSITIONS, DIM),),
+                    str(path),
+                    input_names=["query"],
+                    output_names=["nearest"],
+                    dynamic_axes={"query": {0: "batch"}, "nearest": {0: "batch"}},
+                    opset_version=17,
+                    dynamo=False,
+                )
+            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            cells = []
+            for batch in (1, 4, 16):
+                query = rng.standard_normal((batch, POSITIONS, DIM)).astype(np.float32)
+                session.run(None, {"query": query})
+                runs, start = 0, time.perf_counter()
+                while runs == 0 or time.perf_counter() - start < args.seconds:
+                    session.run(None, {"query": query})
+                    runs += 1
+                cells.append(f"batch {batch}: {runs * batch / (time.perf_counter() - start):.1f}")
+            print(f"{args.entries} entries, chunks of {chunk:5d}: images/s " + ", ".join(cells), flush=True)
+
+
+if __name__ == "__main__":
+    main()
