@@ -20,7 +20,7 @@ Choices, and why:
 - **Distance**: Euclidean to the nearest entry, computed as ‖q‖² − 2 q·b + ‖b‖² (MatMul + ReduceMin in ONNX, so
   it is exported inside the graph like the rest of the map), ``CHUNK_ENTRIES`` entries at a time with a running
   minimum: the full (positions × entries) product of a batch of 16 is 1 GB, and ONNX Runtime on 2 cores ran it
-  at 2.7 images/s where 1 024-entry chunks ran at 19.1 (the memory part alone, 16 384 entries, batch 16;
+  at 2.0 images/s where 1 024-entry chunks ran at 20.6 (the memory part alone, 16 384 entries, batch 16;
   ``python -m training.research.memory_chunk_bench``, output in ``research/results/memory_chunk_bench_cpu.txt``).
 - **Fusion** (``AnomalyMap``): both maps are brought to one scale by their mean over the held-out normal images
   (set once after training by ``engine.calibrate_map_scales``), then ``rd / rd_scale + α · memory / memory_scale``
@@ -57,10 +57,11 @@ def as_rows(descriptors: torch.Tensor) -> torch.Tensor:
 class PatchMemory(nn.Module):
     """``forward(teacher maps) → (N, 1, h, w)`` distance of each position to its nearest memory entry."""
 
-    def __init__(self, entries: int, dim: int) -> None:
+    def __init__(self, entries: int, dim: int, chunk_entries: int = CHUNK_ENTRIES) -> None:
         super().__init__()
         self.register_buffer("entries", torch.zeros(entries, dim))
         self.register_buffer("entry_norms", torch.zeros(entries))
+        self.chunk_entries = chunk_entries
 
     @torch.no_grad()
     def set_entries(self, entries: torch.Tensor) -> None:
@@ -71,16 +72,18 @@ class PatchMemory(nn.Module):
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         query = patch_descriptors(features)
-        n, d, h, w = query.shape
-        flat = query.flatten(2).transpose(1, 2)  # (N, hw, D)
+        n, _, h, w = query.shape
+        return self.nearest_distances(query.flatten(2).transpose(1, 2)).reshape(n, 1, h, w)
+
+    def nearest_distances(self, rows: torch.Tensor) -> torch.Tensor:
+        """(N, P, D) descriptors → (N, P) Euclidean distance of each to its nearest entry."""
         nearest: torch.Tensor | None = None
-        for start in range(0, self.entries.shape[0], CHUNK_ENTRIES):  # ‖b‖² − 2 q·b, minimised chunk by chunk
-            end = start + CHUNK_ENTRIES
-            chunk = (self.entry_norms[start:end] - 2 * flat @ self.entries[start:end].T).min(dim=2).values
+        for start in range(0, self.entries.shape[0], self.chunk_entries):  # ‖b‖² − 2 q·b, minimised chunk by chunk
+            end = start + self.chunk_entries
+            chunk = (self.entry_norms[start:end] - 2 * rows @ self.entries[start:end].T).min(dim=2).values
             nearest = chunk if nearest is None else torch.minimum(nearest, chunk)
         assert nearest is not None  # a memory has at least one entry
-        squared = (nearest + flat.pow(2).sum(dim=2)).clamp(min=0)
-        return squared.sqrt().reshape(n, 1, h, w)
+        return (nearest + rows.pow(2).sum(dim=2)).clamp(min=0).sqrt()
 
 
 @torch.no_grad()
@@ -117,16 +120,20 @@ def greedy_coreset(
 
 
 @torch.no_grad()
-def build_memory(
-    features: list[torch.Tensor], entries: int, seed: int = 0, progress: bool = False, batch: int = 64
-) -> torch.Tensor:
-    """(entries, D) memory of normal patches from cached teacher features (any dtype; float32 result)."""
-    descriptors = torch.cat(
+def training_patches(features: list[torch.Tensor], batch: int = 64) -> torch.Tensor:
+    """(M, D) float16 descriptors of every position of cached teacher features (any dtype), batch by batch."""
+    return torch.cat(
         [
             as_rows(patch_descriptors([f[i : i + batch].float() for f in features])).half()
             for i in range(0, len(features[0]), batch)
         ]
     )
+
+
+@torch.no_grad()
+def build_memory(features: list[torch.Tensor], entries: int, seed: int = 0, progress: bool = False) -> torch.Tensor:
+    """(entries, D) memory of normal patches from cached teacher features (any dtype; float32 result)."""
+    descriptors = training_patches(features)
     if len(descriptors) < entries:  # every patch, repeated to fill the memory: repeats do not move a nearest distance
         log.warning(
             "memory: %d entries asked, the training data has %d patches; keeping all", entries, len(descriptors)

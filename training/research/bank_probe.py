@@ -24,20 +24,20 @@ from training import data
 from training.anomaly_map import GaussianBlur
 from training.backbones import Teacher, build_teacher
 from training.calibrate import holdout_split
+from training.memory import patch_descriptors
 from training.model import load_run
+from training.research.map_breakdown import anomaly_maps
 
 
 @torch.no_grad()
 def tap_features(teacher: Teacher, images: np.ndarray) -> torch.Tensor:
-    """The teacher's first two taps, 3×3-averaged, the coarse one upsampled to the fine grid, concatenated."""
-    out = []
-    for start in range(0, len(images), 32):
-        fine, coarse = (
-            F.avg_pool2d(m, 3, 1, 1) for m in teacher.features(torch.from_numpy(images[start : start + 32]))[:2]
-        )
-        coarse = F.interpolate(coarse, size=fine.shape[-2:], mode="bilinear", align_corners=False)
-        out.append(torch.cat([fine, coarse], 1).half())
-    return torch.cat(out)
+    """The teacher's first two taps as the patch memory describes them (``memory.patch_descriptors``), float16."""
+    return torch.cat(
+        [
+            patch_descriptors(teacher.features(torch.from_numpy(images[start : start + 32]))).half()
+            for start in range(0, len(images), 32)
+        ]
+    )
 
 
 def main() -> None:
@@ -70,8 +70,7 @@ def main() -> None:
     with torch.no_grad():
         bank_map = F.interpolate(nearest.reshape(len(test), 1, *grid), size=(size, size), mode="bilinear")
         bank_map = torch.cat([blur(bank_map[i : i + 64]) for i in range(0, len(test), 64)])[:, 0]
-        batches = [torch.from_numpy(test_images[i : i + 32]) for i in range(0, len(test), 32)]
-        rd_map = torch.cat([model(batch).anomaly_map[:, 0] for batch in batches])
+        rd_map = anomaly_maps(model, test_images)
     print(f"features and bank: {time.monotonic() - started:.0f} s", flush=True)
     masks = np.stack([data.load_mask(s, size) for s in test])[:, ::4, ::4]
     categories = np.array([s.category for s in test])

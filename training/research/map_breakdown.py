@@ -17,7 +17,15 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from training import data
-from training.model import load_run
+from training.model import PRDModel, load_run
+
+
+@torch.no_grad()
+def anomaly_maps(model: PRDModel, images: np.ndarray, batch: int = 32) -> torch.Tensor:
+    """(N, S, S) anomaly maps of uint8 images through the model's scoring forward, batch by batch."""
+    return torch.cat(
+        [model(torch.from_numpy(images[i : i + batch])).anomaly_map[:, 0] for i in range(0, len(images), batch)]
+    )
 
 
 def main() -> None:
@@ -32,10 +40,7 @@ def main() -> None:
         maps = torch.load(cache)
     else:
         model = load_run(args.run)
-        images = data.load_images(test, model.input_size, progress=False)
-        with torch.no_grad():
-            batches = [torch.from_numpy(images[i : i + 32]) for i in range(0, len(images), 32)]
-            maps = torch.cat([model(batch).anomaly_map[:, 0] for batch in batches])
+        maps = anomaly_maps(model, data.load_images(test, model.input_size, progress=False))
         torch.save(maps, cache)
     size = maps.shape[-1]
     masks = np.stack([data.load_mask(s, size) for s in test])[:, ::4, ::4]

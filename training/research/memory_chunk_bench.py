@@ -19,23 +19,21 @@ import numpy as np
 import torch
 from torch import nn
 
+from training.memory import PatchMemory
+
 DIM, POSITIONS = 168, 1024
 
 
-class ChunkedDistance(nn.Module):
+class NearestDistances(nn.Module):
+    """``PatchMemory.nearest_distances`` alone, as its own graph: descriptors in, distances out."""
+
     def __init__(self, entries: torch.Tensor, chunk: int) -> None:
         super().__init__()
-        self.register_buffer("entries", entries)
-        self.register_buffer("norms", entries.pow(2).sum(dim=1))
-        self.chunk = chunk
+        self.memory = PatchMemory(len(entries), entries.shape[1], chunk_entries=chunk)
+        self.memory.set_entries(entries)
 
     def forward(self, query: torch.Tensor) -> torch.Tensor:
-        nearest = None
-        for start in range(0, len(self.entries), self.chunk):
-            end = start + self.chunk
-            part = (self.norms[start:end] - 2 * query @ self.entries[start:end].T).min(dim=2).values
-            nearest = part if nearest is None else torch.minimum(nearest, part)
-        return nearest
+        return self.memory.nearest_distances(query)
 
 
 def main() -> None:
@@ -53,7 +51,7 @@ def main() -> None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 torch.onnx.export(
-                    ChunkedDistance(entries, chunk),
+                    NearestDistances(entries, chunk),
                     (torch.randn(2, POSITIONS, DIM),),
                     str(path),
                     input_names=["query"],

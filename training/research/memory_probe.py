@@ -22,18 +22,15 @@ from sklearn.metrics import roc_auc_score
 
 from training import data
 from training.anomaly_map import GaussianBlur
-from training.calibrate import holdout_split
-from training.memory import PatchMemory, as_rows, build_memory, patch_descriptors
+from training.engine import cache_teacher_features, held_out_samples, training_samples
+from training.memory import PatchMemory, build_memory, patch_descriptors, training_patches
 from training.model import PRDModel, load_run
+from training.research.map_breakdown import anomaly_maps
 
 
-@torch.no_grad()
 def teacher_maps(model: PRDModel, images: np.ndarray) -> list[torch.Tensor]:
-    chunks = [
-        [f.half() for f in model.teacher_features(torch.from_numpy(images[i : i + 32]))[:2]]
-        for i in range(0, len(images), 32)
-    ]
-    return [torch.cat([c[level] for c in chunks]) for level in range(2)]
+    """The first two teacher maps (those the memory describes), cached as the trainer caches them."""
+    return cache_teacher_features(model, images, torch.device("cpu"), progress=False)[:2]
 
 
 @torch.no_grad()
@@ -43,11 +40,6 @@ def memory_maps(memory: PatchMemory, features: list[torch.Tensor], size: int, bl
         m = memory([f[i : i + 16].float() for f in features])
         out.append(blur(F.interpolate(m, size=(size, size), mode="bilinear", align_corners=False))[:, 0])
     return torch.cat(out)
-
-
-@torch.no_grad()
-def rd_maps(model: PRDModel, images: np.ndarray) -> torch.Tensor:
-    return torch.cat([model(torch.from_numpy(images[i : i + 32])).anomaly_map[:, 0] for i in range(0, len(images), 32)])
 
 
 def main() -> None:
@@ -63,8 +55,7 @@ def main() -> None:
     index = data.discover([Path(args.data)])
     model = load_run(args.run)
     size = model.input_size
-    train, held_out = holdout_split(index.train, model.config.holdout_fraction, validation=index.validation)
-    held_out = held_out + list(index.validation)
+    train, held_out = training_samples(model.config, index), held_out_samples(model.config, index)
     test = index.test
     train_features = teacher_maps(model, data.load_images(train, size, progress=False))
     held_images = data.load_images(held_out, size, progress=False)
@@ -72,8 +63,8 @@ def main() -> None:
     test_images = data.load_images(test, size, progress=False)
     test_features = teacher_maps(model, test_images)
     cache = args.run / "breakdown_maps.pt"
-    rd_test = torch.load(cache) if cache.is_file() else rd_maps(model, test_images)
-    rd_held = rd_maps(model, held_images)
+    rd_test = torch.load(cache) if cache.is_file() else anomaly_maps(model, test_images)
+    rd_held = anomaly_maps(model, held_images)
     rd_scale = rd_held.mean()
     print(f"features: {time.monotonic() - started:.0f} s; {len(train)} train, {len(held_out)} held out", flush=True)
     blur = GaussianBlur(model.config.map_sigma)
@@ -103,12 +94,7 @@ def main() -> None:
             if kind == "coreset":
                 bank = build_memory(train_features, entries, progress=False)
             else:
-                every = torch.cat(
-                    [
-                        as_rows(patch_descriptors([f[i : i + 64].float() for f in train_features]))
-                        for i in range(0, len(train_features[0]), 64)
-                    ]
-                )
+                every = training_patches(train_features).float()
                 bank = every[torch.randperm(len(every), generator=torch.Generator().manual_seed(0))[:entries]]
             built = time.monotonic() - t0
             memory = PatchMemory(entries, dim)
