@@ -107,13 +107,15 @@ class EfficientNetLiteTeacher(Teacher):
 
 
 LITE_DEFAULT_TAPS: dict[str, tuple[int, int, int]] = {
-    "lite0": (3, 9, 13),
+    "lite0": (4, 10, 13),
     "lite1": (4, 13, 18),
     "lite2": (4, 13, 18),
 }
-"""Per variant: the first block at 1/8, a middle block of the 1/16 stage that ends it, a late block at 1/32 (Lite0:
-40/112/192 channels; Lite1: 40/112/192; Lite2: 48/120/208). Measured against the stage ends at 1/4–1/16 in the
-design sweep (training/README.md): +0.04 image and +0.06 pixel AUROC on Lite0, and no 1/4 map to reconstruct."""
+"""Per variant, taps at 1/8, 1/16 and 1/32 (Lite0: 40/112/192 channels; Lite1: 40/112/192; Lite2: 48/120/208).
+Taps at 1/8–1/32 measured against the stage ends at 1/4–1/16 in the design sweep (training/README.md): +0.04 image
+and +0.06 pixel AUROC on Lite0, and no 1/4 map to reconstruct. Lite0's first two are its 1/8 and 1/16 stage ends
+(blocks 4 and 10, the reference detector's taps), because the patch memory describes those two maps: a memory on
+them gave 0.903 mean pixel AUROC, one on Lite2's blocks 4 and 13 0.886 (``research/memory_taps.py``)."""
 
 
 def _bundled_lite_weights(variant: str) -> Path:
@@ -256,6 +258,12 @@ TEACHERS: dict[str, Callable[[Path | None, tuple[int, ...] | None], Teacher]] = 
     "resnet18": _resnet(_Basic, (2, 2, 2), 64, "resnet18"),
     "wide_resnet50_2": _resnet(_Bottleneck, (3, 4, 6), 128, "wide_resnet50_2"),
 }
+
+
+def default_taps(name: str) -> tuple[int, ...] | None:
+    """The block indices a Lite teacher taps when none are given; None for teachers whose taps are fixed."""
+    variant = name.removeprefix("efficientnet_")
+    return LITE_DEFAULT_TAPS.get(variant) if name.startswith("efficientnet_") else None
 
 
 def build_teacher(

@@ -27,7 +27,7 @@ from training.config import TrainConfig
 from training.data import DatasetIndex, discover, load_images
 from training.loss import coherence_loss, distillation_loss
 from training.memory import build_memory
-from training.model import CHECKPOINT_FILE, CONFIG_FILE, Distilled, PRDModel, save_checkpoint
+from training.model import CHECKPOINT_FILE, CONFIG_FILE, Distilled, PRDModel, save_checkpoint, with_resolved_taps
 from training.recognition import fit_centroids, pooled_descriptor
 
 log = logging.getLogger(__name__)
@@ -175,6 +175,7 @@ def fit(
     size); the ablation trains every variant from one cache this way.
     """
     started = time.monotonic()
+    config = with_resolved_taps(config)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = _load_resume_state(out_dir, config) if resume else None
@@ -272,7 +273,7 @@ def _load_resume_state(out_dir: Path, config: TrainConfig) -> dict | None:
         log.info("--resume: no checkpoint in %s yet; starting fresh", out_dir)
         return None
     state = torch.load(path, map_location="cpu", weights_only=False)
-    saved = TrainConfig.from_dict(state["config"]).to_dict()
+    saved = with_resolved_taps(TrainConfig.from_dict(state["config"])).to_dict()
     changed = [k for k, v in config.to_dict().items() if k not in ("epochs", "max_minutes", "device") and saved[k] != v]
     if changed:
         raise ValueError(f"--resume: {path} was trained with other settings ({', '.join(changed)}); use a new --out")

@@ -8,6 +8,7 @@ be fed directly (the teacher is frozen, so its features never change).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 
 from training.anomaly_map import AnomalyMap
-from training.backbones import Teacher, build_teacher
+from training.backbones import Teacher, build_teacher, default_taps
 from training.bottleneck import OneClassBottleneck
 from training.config import TrainConfig
 from training.decoder import StudentDecoder
@@ -98,9 +99,19 @@ class PRDModel(nn.Module):
         return {k: v for k, v in self.state_dict().items() if not k.startswith("teacher.")}
 
 
+def with_resolved_taps(config: TrainConfig) -> TrainConfig:
+    """The config with the teacher's default taps written out: a run folder keeps its taps when the defaults move."""
+    taps = default_taps(config.teacher)
+    return replace(config, teacher_taps=list(taps)) if config.teacher_taps is None and taps else config
+
+
 def save_checkpoint(model: PRDModel, run_dir: Path, **extra: object) -> None:
     run_dir = Path(run_dir)
-    payload = {"config": model.config.to_dict(), "categories": model.categories, "model": model.trained_state()}
+    payload = {
+        "config": with_resolved_taps(model.config).to_dict(),
+        "categories": model.categories,
+        "model": model.trained_state(),
+    }
     payload.update(extra)
     tmp = run_dir / (CHECKPOINT_FILE + ".tmp")
     torch.save(payload, tmp)

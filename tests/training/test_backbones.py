@@ -28,7 +28,7 @@ def _uint8_batch(n: int = 2, size: int = SIZE) -> torch.Tensor:
 
 def test_efficientnet_lite0_default_taps_give_three_maps_at_strides_8_16_32(lite0: Teacher) -> None:
     maps = lite0.features(_uint8_batch())
-    assert lite0.taps == (3, 9, 13)
+    assert lite0.taps == (4, 10, 13)  # the 1/8 and 1/16 stage ends, a block at 1/32
     assert lite0.strides == (8, 16, 32)
     assert lite0.channels == (40, 112, 192)
     assert [tuple(m.shape) for m in maps] == [(2, 40, 8, 8), (2, 112, 4, 4), (2, 192, 2, 2)]

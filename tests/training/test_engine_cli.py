@@ -10,6 +10,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from training.cli import main  # noqa: E402
+from training.config import TrainConfig  # noqa: E402
+from training.model import with_resolved_taps  # noqa: E402
 from training.synthetic import make_synthetic_dataset  # noqa: E402
 
 pytestmark = pytest.mark.torch
@@ -67,6 +69,20 @@ def test_resume_refuses_changed_settings(dataset: Path, tmp_path: Path, capsys: 
     assert main(["fit", "--data", str(dataset), "--out", str(run), "--epochs", "1", *TINY]) == 0
     assert main(["fit", "--data", str(dataset), "--out", str(run), "--resume", *TINY, "--lr", "0.1"]) == 2
     assert "lr" in capsys.readouterr().err
+
+
+def test_fit_writes_its_taps_out_and_runs_saved_before_load_with_the_taps_they_were_trained_on(
+    dataset: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    assert main(["fit", "--data", str(dataset), "--out", str(run), "--epochs", "1", *TINY]) == 0
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["teacher_taps"] == [4, 10, 13]  # Lite0's defaults, written out: a later default cannot move them
+    older = {k: v for k, v in saved.items() if k != "memory_entries"} | {"teacher_taps": None}
+    config = TrainConfig.from_dict(older)  # a Lite0 run saved before its default taps moved, before the memory
+    assert (config.teacher_taps, config.memory_entries) == ([3, 9, 13], 0)
+    assert with_resolved_taps(TrainConfig(teacher="efficientnet_lite2")).teacher_taps == [4, 13, 18]
+    assert with_resolved_taps(TrainConfig(teacher="wide_resnet50_2")).teacher_taps is None  # ResNets: fixed taps
 
 
 def test_max_minutes_stops_after_the_first_epoch(dataset: Path, tmp_path: Path) -> None:

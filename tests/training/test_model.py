@@ -16,7 +16,15 @@ import torch  # noqa: E402
 from training.backbones import Teacher, build_teacher  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.loss import coherence_loss, distillation_loss  # noqa: E402
-from training.model import CHECKPOINT_FILE, PRDModel, RunError, ScoreOutput, load_run, save_checkpoint  # noqa: E402
+from training.model import (  # noqa: E402
+    CHECKPOINT_FILE,
+    PRDModel,
+    RunError,
+    ScoreOutput,
+    load_run,
+    save_checkpoint,
+    with_resolved_taps,
+)
 from training.recognition import pooled_descriptor  # noqa: E402
 
 pytestmark = pytest.mark.torch  # the training half: runs where the training extras are installed
@@ -183,7 +191,8 @@ def test_checkpoint_round_trip_gives_identical_outputs_and_holds_no_teacher(teac
 
     loaded = load_run(tmp_path)
     assert not loaded.training and loaded.categories == CATEGORIES
-    assert loaded.config.to_dict() == model.config.to_dict()
+    assert loaded.config.to_dict() == with_resolved_taps(model.config).to_dict()  # the taps it used, written out
+    assert loaded.config.teacher_taps == list(model.teacher.taps)
     with torch.no_grad():
         got = loaded(images)
     for name, a, b in zip(ScoreOutput._fields, got, expected, strict=True):

@@ -28,6 +28,22 @@ def anomaly_maps(model: PRDModel, images: np.ndarray, batch: int = 32) -> torch.
     )
 
 
+@torch.no_grad()
+def component_maps(model: PRDModel, images: np.ndarray, batch: int = 16) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Smoothed (N, S, S) student map and memory map (None without a memory), each over its own held-out scale."""
+    rd, memory = [], []
+    fusion = model.anomaly_map
+    for i in range(0, len(images), batch):
+        features = model.teacher_features(torch.from_numpy(images[i : i + batch]))
+        student_map, memory_map = fusion.component_maps(features, model.distill(features).student)
+        if memory_map is None:
+            rd.append(fusion.blur(student_map)[:, 0])
+            continue
+        rd.append(fusion.blur(student_map / fusion.rd_scale)[:, 0])
+        memory.append(fusion.blur(memory_map / fusion.memory_scale)[:, 0])
+    return torch.cat(rd), (torch.cat(memory) if memory else None)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("run", type=Path)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,40 @@ from training.engine import cache_teacher_features, held_out_samples, training_s
 from training.memory import PatchMemory, build_memory, patch_descriptors, training_patches
 from training.model import PRDModel, load_run
 from training.research.map_breakdown import anomaly_maps
+
+SCORE_RULES = {
+    "max": lambda flat: flat.max(1).values,
+    "max-mean": lambda flat: flat.max(1).values - flat.mean(1),
+    "top1%": lambda flat: flat.topk(max(1, flat.shape[1] // 100), dim=1).values.mean(1),
+}
+
+
+@dataclass
+class TestTruth:
+    """What the probes score test maps against: each test image's label and category, masks at every 4th pixel."""
+
+    categories: list[str]
+    image_categories: np.ndarray
+    labels: np.ndarray
+    masks: np.ndarray
+
+    @classmethod
+    def of(cls, index: data.DatasetIndex, size: int) -> TestTruth:
+        masks = np.stack([data.load_mask(s, size) for s in index.test])[:, ::4, ::4]
+        labels = np.array([s.label for s in index.test])
+        return cls(index.categories, np.array([s.category for s in index.test]), labels, masks)
+
+    def line(self, name: str, anomaly_map: torch.Tensor, rule: str) -> str:
+        """Mean and per-category image / pixel AUROC of (N, S, S) test maps, the image score by ``rule``."""
+        score = SCORE_RULES[rule](anomaly_map.flatten(1)).numpy()
+        pixels = anomaly_map[:, ::4, ::4].numpy()
+        rows = [
+            (roc_auc_score(self.labels[k], score[k]), roc_auc_score(self.masks[k].ravel() > 0, pixels[k].ravel()))
+            for k in (self.image_categories == c for c in self.categories)
+        ]
+        body = " ".join(f"{c[:4]}:{i:.3f}/{p:.3f}" for c, (i, p) in zip(self.categories, rows, strict=True))
+        mean = np.array(rows).mean(0)
+        return f"{name:30s} {rule:8s} mean {mean[0]:.3f}/{mean[1]:.3f} | {body}"
 
 
 def teacher_maps(model: PRDModel, images: np.ndarray) -> list[torch.Tensor]:
@@ -68,22 +103,11 @@ def main() -> None:
     rd_scale = rd_held.mean()
     print(f"features: {time.monotonic() - started:.0f} s; {len(train)} train, {len(held_out)} held out", flush=True)
     blur = GaussianBlur(model.config.map_sigma)
-    masks = np.stack([data.load_mask(s, size) for s in test])[:, ::4, ::4]
-    categories = np.array([s.category for s in test])
-    labels = np.array([s.label for s in test])
+    truth = TestTruth.of(index, size)
 
     def report(name: str, anomaly_map: torch.Tensor) -> None:
-        flat = anomaly_map.flatten(1)
-        pixels = anomaly_map[:, ::4, ::4].numpy()
         for rule in ("max-mean", "max"):
-            score = (flat.max(1).values - (flat.mean(1) if rule == "max-mean" else 0)).numpy()
-            rows = [
-                (roc_auc_score(labels[k], score[k]), roc_auc_score(masks[k].ravel() > 0, pixels[k].ravel()))
-                for k in (categories == c for c in index.categories)
-            ]
-            body = " ".join(f"{c[:4]}:{i:.3f}/{p:.3f}" for c, (i, p) in zip(index.categories, rows, strict=True))
-            mean = np.array(rows).mean(0)
-            print(f"{name:30s} {rule:8s} mean {mean[0]:.3f}/{mean[1]:.3f} | {body}", flush=True)
+            print(truth.line(name, anomaly_map, rule), flush=True)
 
     report("rd (the run's map)", rd_test / rd_scale)
     dim = patch_descriptors([f[:1].float() for f in train_features]).shape[1]

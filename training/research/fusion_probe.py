@@ -1,0 +1,52 @@
+"""Probe: how a trained run's student map and patch memory are best fused and scored (research, CPU).
+
+    python -m training.research.fusion_probe runs/demo [--alphas 1,2,3,4,6] [--data ../shared/data]
+
+Takes the run's own two components (student map over ``rd_scale``, memory map over ``memory_scale``, both smoothed;
+smoothing is linear, so mixing smoothed maps equals smoothing the mixed map) and prints mean and per-category image
+/ pixel AUROC for the memory alone, the student map alone and ``rd + α · memory`` for each α, under each image-score
+rule. Nothing is retrained; the components are cached in RUN/component_maps.pt. Measures the choice of
+``memory_weight`` and ``score`` (``training/config.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from training import data
+from training.model import load_run
+from training.research.map_breakdown import component_maps
+from training.research.memory_probe import SCORE_RULES, TestTruth
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("run", type=Path)
+    parser.add_argument("--data", default="../shared/data")
+    parser.add_argument("--alphas", default="1,2,3,4,6")
+    args = parser.parse_args()
+    index = data.discover([Path(args.data)])
+    cache = args.run / "component_maps.pt"
+    if cache.is_file():
+        saved = torch.load(cache)
+    else:
+        model = load_run(args.run)
+        if model.anomaly_map.memory is None:
+            raise SystemExit(f"{args.run}: trained without a patch memory; nothing to fuse")
+        rd, memory = component_maps(model, data.load_images(index.test, model.input_size, progress=False))
+        saved = {"rd": rd.half(), "memory": memory.half()}
+        torch.save(saved, cache)
+    rd, memory = saved["rd"].float(), saved["memory"].float()
+    truth = TestTruth.of(index, rd.shape[-1])
+    candidates = [("rd", rd), ("memory", memory)]
+    candidates += [(f"rd + {a:g}·memory", rd + a * memory) for a in (float(a) for a in args.alphas.split(","))]
+    for name, anomaly_map in candidates:
+        for rule in SCORE_RULES:
+            print(truth.line(name, anomaly_map, rule), flush=True)
+
+
+if __name__ == "__main__":
+    main()
