@@ -30,7 +30,8 @@ def anomaly_maps(model: PRDModel, images: np.ndarray, batch: int = 32) -> torch.
 
 @torch.no_grad()
 def component_maps(model: PRDModel, images: np.ndarray, batch: int = 16) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Smoothed (N, S, S) student map and memory map (None without a memory), each over its own held-out scale."""
+    """Smoothed (N, S, S) student map and memory map, each over its held-out scale; without a memory, the student
+    map unscaled and None."""
     rd, memory = [], []
     fusion = model.anomaly_map
     for i in range(0, len(images), batch):
