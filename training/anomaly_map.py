@@ -106,16 +106,17 @@ class AnomalyMap(nn.Module):
         return list(torch.split(self.channel_weights, list(self.channels)))
 
     def component_maps(
-        self, teacher: list[torch.Tensor], student: list[torch.Tensor]
+        self, teacher: list[torch.Tensor], student: list[torch.Tensor], with_memory: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Unscaled, unsmoothed (N, 1, S, S) maps: the student's summed distances, and the memory's (or None)."""
+        """Unscaled, unsmoothed (N, 1, S, S) maps: the student's summed distances, and the memory's (None without a
+        memory, or when ``with_memory`` is False: the memory is the costly part and a probe may need only the first)."""
         size = (self.image_size, self.image_size)
         maps = [
             F.interpolate(m, size=size, mode="bilinear", align_corners=False)
             for m in feature_distance_maps(teacher, student, self.magnitude_weight, self.per_scale_channel_weights())
         ]
         rd = torch.stack(maps, dim=0).sum(dim=0)
-        if self.memory is None:
+        if self.memory is None or not with_memory:
             return rd, None
         return rd, F.interpolate(self.memory(teacher), size=size, mode="bilinear", align_corners=False)
 

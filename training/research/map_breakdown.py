@@ -29,14 +29,16 @@ def anomaly_maps(model: PRDModel, images: np.ndarray, batch: int = 32) -> torch.
 
 
 @torch.no_grad()
-def component_maps(model: PRDModel, images: np.ndarray, batch: int = 16) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Smoothed (N, S, S) student map and memory map, each over its held-out scale; without a memory, the student
-    map unscaled and None."""
+def component_maps(
+    model: PRDModel, images: np.ndarray, batch: int = 16, with_memory: bool = True
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Smoothed (N, S, S) student map and memory map, each over its held-out scale; without a memory (or with
+    ``with_memory`` False, which skips the memory's cost), the student map unscaled and None."""
     rd, memory = [], []
     fusion = model.anomaly_map
     for i in range(0, len(images), batch):
         features = model.teacher_features(torch.from_numpy(images[i : i + batch]))
-        student_map, memory_map = fusion.component_maps(features, model.distill(features).student)
+        student_map, memory_map = fusion.component_maps(features, model.distill(features).student, with_memory)
         if memory_map is None:
             rd.append(fusion.blur(student_map)[:, 0])
             continue

@@ -45,8 +45,8 @@ def main() -> None:
     train = data.load_images(training_samples(run.config, index), size, progress=False)
     held = data.load_images(held_out_samples(run.config, index), size, progress=False)
     test = data.load_images(index.test, size, progress=False)
-    rd_held, rd_test = component_maps(run, held)[0], component_maps(run, test)[0]
-    rd_test = rd_test / rd_held.mean()
+    rd_held = component_maps(run, held, with_memory=False)[0]
+    rd_test = component_maps(run, test, with_memory=False)[0] / rd_held.mean()
     print(f"student maps: {time.monotonic() - started:.0f} s", flush=True)
     train_features = teacher_maps(describer, train)
     bank = build_memory(train_features, args.entries)
