@@ -25,6 +25,10 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "prd_no_memory": ("PRD's student map alone: no teacher-space patch memory (memory_entries=0)", NO_MEMORY),
     "rd": ("plain RD4AD: no prototype filter, no patch memory (--no-prototypes)", {"prototypes": 0, **NO_MEMORY}),
     "rd_memory": ("RD4AD + the patch memory, no MNP filter (prototypes=0)", {"prototypes": 0}),
+    "prd_shared_memory": (
+        "one patch memory shared by all categories, of 16 384 entries (memory_per_category=false)",
+        {"memory_per_category": False, "memory_entries": 16384},
+    ),
     "prd_dense_recall": ("no SPR: every position recalls all K prototypes (recall_topk=0)", {"recall_topk": 0}),
     "prd_no_coherence": ("no coherence term (coherence_weight=0)", {"coherence_weight": 0.0}),
     "prd_no_reseed": ("dead prototypes are not re-seeded", {"reseed_dead": False}),

@@ -79,6 +79,7 @@ class AnomalyMap(nn.Module):
         channels: tuple[int, ...] = (),
         memory_entries: int = 0,
         memory_weight: float = 1.0,
+        memory_banks: int = 1,
     ) -> None:
         super().__init__()
         if score not in SCORE_RULES:
@@ -95,7 +96,7 @@ class AnomalyMap(nn.Module):
             self.channel_weights = None
         self.memory: PatchMemory | None = None
         if memory_entries > 0:
-            self.memory = PatchMemory(memory_entries, sum(self.channels[:2]))
+            self.memory = PatchMemory(memory_entries, sum(self.channels[:2]), banks=memory_banks)
             self.memory_weight = memory_weight
             self.register_buffer("rd_scale", torch.ones(()))
             self.register_buffer("memory_scale", torch.ones(()))
@@ -106,10 +107,15 @@ class AnomalyMap(nn.Module):
         return list(torch.split(self.channel_weights, list(self.channels)))
 
     def component_maps(
-        self, teacher: list[torch.Tensor], student: list[torch.Tensor], with_memory: bool = True
+        self,
+        teacher: list[torch.Tensor],
+        student: list[torch.Tensor],
+        with_memory: bool = True,
+        bank: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Unscaled, unsmoothed (N, 1, S, S) maps: the student's summed distances, and the memory's (None without a
-        memory, or when ``with_memory`` is False: the memory is the costly part and a probe may need only the first)."""
+        memory, or when ``with_memory`` is False: the memory is the costly part and a probe may need only the first).
+        ``bank`` (N,): the memory each image is measured against, when there is one per category."""
         size = (self.image_size, self.image_size)
         maps = [
             F.interpolate(m, size=size, mode="bilinear", align_corners=False)
@@ -118,11 +124,13 @@ class AnomalyMap(nn.Module):
         rd = torch.stack(maps, dim=0).sum(dim=0)
         if self.memory is None or not with_memory:
             return rd, None
-        return rd, F.interpolate(self.memory(teacher), size=size, mode="bilinear", align_corners=False)
+        return rd, F.interpolate(self.memory(teacher, bank), size=size, mode="bilinear", align_corners=False)
 
-    def forward(self, teacher: list[torch.Tensor], student: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, teacher: list[torch.Tensor], student: list[torch.Tensor], bank: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (score (N,), anomaly_map (N, 1, S, S))."""
-        rd, memory = self.component_maps(teacher, student)
+        rd, memory = self.component_maps(teacher, student, bank=bank)
         if memory is not None:
             rd = rd / self.rd_scale + self.memory_weight * memory / self.memory_scale
         anomaly_map = self.blur(rd)

@@ -30,6 +30,7 @@ FIT_OPTIONS = {
     "--loss": "loss",
     "--score": "score",
     "--memory-entries": "memory_entries",
+    "--memory-per-category": "memory_per_category",
     "--memory-weight": "memory_weight",
     "--lr": "lr",
     "--batch-size": "batch_size",

@@ -64,16 +64,24 @@ class TrainConfig:
     score_topk: float = 0.01
     map_sigma: float = 4.0
     # teacher-space normal prototypes (training/memory.py)
-    memory_entries: int = 16384
-    """K patches of normal teacher features kept by greedy coreset; their nearest distance joins the map (0 = off).
-    On the fixed Lite2 teacher (``research/memory_probe.py``, α = 2): 4096 → 0.863 / 0.881 mean image / pixel
-    AUROC, 16384 → 0.868 / 0.889; a random subsample of 4096 only 0.817 / 0.876."""
+    memory_entries: int = 4096
+    """K patches of normal teacher features kept by greedy coreset, per memory (per category, below); their nearest
+    distance joins the map (0 = off). One shared memory on the fixed Lite2 teacher (``research/memory_probe.py``,
+    α = 2): 4096 → 0.863 / 0.881 mean image / pixel AUROC, 16384 → 0.868 / 0.889; a random subsample of 4096 only
+    0.817 / 0.876. Per category on Lite0 (``research/category_memory.py``, α = 4): 4096 each → 0.869 / 0.899,
+    16384 each → 0.865 / 0.905 for four times the scoring cost."""
+    memory_per_category: bool = True
+    """One memory per category, each image measured against that of the category the graph recognises; False: one
+    memory shared by all. On the Lite0 run of ``prd/4`` (``research/category_memory.py``, α = 4): 4 × 4096 per
+    category 0.869 / 0.899 against one shared 16 384 (``prd/4``'s) 0.860 / 0.903, a quarter of the distance
+    computations per image (``memory.py`` says why and what a misrecognised image does)."""
     memory_weight: float = 4.0
     """α of the fused map rd / rd_scale + α · memory / memory_scale (both scales: means over held-out normals).
     Lite0 (``research/fusion_probe.py`` on the trained Lite0 run): α = 1, 2, 3, 4, 6 gave 0.853 / 0.892,
     0.860 / 0.899, 0.860 / 0.902, 0.860 / 0.903, 0.856 / 0.904 (magnetic-tile pixel AUROC 0.750 → 0.806 as α
     grows). Lite2: α = 1, 2, 4 gave 0.857 / 0.884, 0.868 / 0.889, 0.867 / 0.892; z-scored, product and max
-    fusions did no better."""
+    fusions did no better. Per-category memories of 4096 (``research/category_memory.py``): α = 2, 4, 6 gave
+    0.861 / 0.895, 0.869 / 0.899, 0.869 / 0.900."""
     # optimisation
     lr: float = 0.005
     betas: tuple[float, float] = (0.5, 0.999)
@@ -96,6 +104,7 @@ class TrainConfig:
         values = {k: v for k, v in raw.items() if k in known}
         values.setdefault("category_centroids", 1)  # runs saved before several centroids per category had one
         values.setdefault("memory_entries", 0)  # runs saved before the patch memory had none
+        values.setdefault("memory_per_category", False)  # nor, before it was split by category, one per category
         if values.get("teacher") == "efficientnet_lite0" and values.get("teacher_taps") is None:
             values["teacher_taps"] = [3, 9, 13]  # Lite0's default before it moved; fit now writes its taps out
         if "betas" in values:
@@ -127,6 +136,7 @@ class TrainConfig:
             "score_topk",
             "map_sigma",
             "memory_entries",
+            "memory_per_category",
             "memory_weight",
             "image_size",
         )

@@ -26,7 +26,7 @@ from training.calibrate import holdout_split
 from training.config import TrainConfig
 from training.data import DatasetIndex, discover, load_images
 from training.loss import coherence_loss, distillation_loss
-from training.memory import build_memory
+from training.memory import build_category_memories, build_memory
 from training.model import CHECKPOINT_FILE, CONFIG_FILE, Distilled, PRDModel, save_checkpoint, with_resolved_taps
 from training.recognition import fit_centroids, pooled_descriptor
 
@@ -92,7 +92,7 @@ def calibrate_map_scales(model: PRDModel, images: np.ndarray, device: torch.devi
     for start in tqdm(range(0, len(images), FEATURE_BATCH), desc="map scales", unit="batch", disable=not progress):
         batch = torch.from_numpy(images[start : start + FEATURE_BATCH]).to(device)
         features = model.teacher_features(batch)
-        rd, memory = model.anomaly_map.component_maps(features, model.distill(features).student)
+        rd, memory = model.component_maps(features)
         sums += torch.stack([rd.mean(dim=(1, 2, 3)).sum(), memory.mean(dim=(1, 2, 3)).sum()]).double().cpu()
     rd_scale, memory_scale = (sums / len(images)).tolist()
     model.anomaly_map.rd_scale.fill_(rd_scale)
@@ -142,13 +142,21 @@ class Prepared:
     centroids: torch.Tensor
     held_out: np.ndarray
     """Decoded held-out normals (``held_out_samples``), decoded up front so a bad file stops the run before training."""
-    memories: dict[int, torch.Tensor] = field(default_factory=dict)
-    """Patch memories already built from these features, by size (variants of an ablation share them)."""
+    memories: dict[tuple[int, bool], torch.Tensor] = field(default_factory=dict)
+    """Patch memories already built from these features, by size and kind (variants of an ablation share them)."""
 
-    def memory(self, entries: int, seed: int, progress: bool) -> torch.Tensor:
-        if entries not in self.memories:
-            self.memories[entries] = build_memory(self.features, entries, seed, progress)
-        return self.memories[entries]
+    def memory(self, entries: int, per_category: bool, seed: int, progress: bool) -> torch.Tensor:
+        """(entries, D) shared memory, or (categories, entries, D) with one per category."""
+        key = (entries, per_category)
+        if key not in self.memories:
+            self.memories[key] = (
+                build_category_memories(
+                    self.features, self.category_ids, len(self.index.categories), entries, seed, progress
+                )
+                if per_category
+                else build_memory(self.features, entries, seed, progress)
+            )
+        return self.memories[key]
 
 
 def prepare(
@@ -199,7 +207,8 @@ def fit(
         model.centroids.copy_(prepared.centroids)
         set_channel_weights(model, prepared.features)
     if model.anomaly_map.memory is not None and checkpoint is None:  # a resumed run's memory is in its checkpoint
-        model.anomaly_map.memory.set_entries(prepared.memory(config.memory_entries, config.seed, progress).to(device))
+        memory = prepared.memory(config.memory_entries, config.memory_per_category, config.seed, progress)
+        model.anomaly_map.memory.set_entries(memory.to(device))
     features, category_ids = prepared.features, prepared.category_ids
     summary = {**prepared.index.summary(), "trained_on": len(prepared.samples)}
     (out_dir / "training_data.json").write_text(json.dumps(summary, indent=2))

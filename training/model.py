@@ -1,5 +1,6 @@
 """``PRDModel``: teacher → one-class bottleneck → MNP prototype filter (SPR recall) → student → anomaly map, the
-map fused with the teacher-space patch memory's (``training/memory.py``) when ``memory_entries`` > 0.
+map fused with the teacher-space patch memory's (``training/memory.py``) when ``memory_entries`` > 0; with one
+memory per category, each image is measured against the memory of the category the model recognises it as.
 
 In eval mode ``forward(uint8 NHWC)`` is the whole scoring pipeline and returns ``ScoreOutput``; its field names
 become the ONNX output names. Training goes through ``distill(teacher_features)`` so cached teacher features can
@@ -67,6 +68,7 @@ class PRDModel(nn.Module):
             channels,
             config.memory_entries,
             config.memory_weight,
+            max(1, len(self.categories)) if config.memory_per_category else 1,
         )
         self.centroids_per_category = config.category_centroids
         rows = max(1, len(self.categories)) * self.centroids_per_category
@@ -87,11 +89,22 @@ class PRDModel(nn.Module):
         student = self.decoder(recall.rebuilt if recall is not None else embedding)
         return Distilled(student=student, embedding=embedding, recall=recall)
 
+    def recognise(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """(N, C) similarity of each image to each known category; its argmax picks a per-category memory."""
+        return category_similarity(pooled_descriptor(features), self.centroids, self.centroids_per_category)
+
+    def component_maps(
+        self, features: list[torch.Tensor], with_memory: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``AnomalyMap.component_maps`` of teacher features, the memory picked as the scoring forward picks it."""
+        bank = self.recognise(features).argmax(dim=1) if with_memory else None
+        return self.anomaly_map.component_maps(features, self.distill(features).student, with_memory, bank)
+
     def forward(self, images: torch.Tensor) -> ScoreOutput:
         features = self.teacher_features(images)
         student = self.distill(features).student
-        score, anomaly_map = self.anomaly_map(features, student)
-        similarity = category_similarity(pooled_descriptor(features), self.centroids, self.centroids_per_category)
+        similarity = self.recognise(features)
+        score, anomaly_map = self.anomaly_map(features, student, similarity.argmax(dim=1))
         return ScoreOutput(score=score, anomaly_map=anomaly_map, category_similarity=similarity)
 
     def trained_state(self) -> dict[str, torch.Tensor]:

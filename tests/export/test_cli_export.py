@@ -66,23 +66,27 @@ def test_cli_reports_a_bad_run_in_one_line(tmp_path: Path) -> None:
         run_export(_args(str(tmp_path / "missing-run"), "--store", str(tmp_path / "store")))
 
 
-@pytest.mark.parametrize("fp16", [False, True], ids=["fp32", "fp16"])
-def test_a_patch_memory_is_exported_inside_the_graph(dataset, tmp_path: Path, fp16: bool) -> None:
+@pytest.mark.parametrize(
+    ("fp16", "per_category"), [(False, True), (True, True), (False, False)], ids=["fp32", "fp16", "fp32-shared"]
+)
+def test_a_patch_memory_is_exported_inside_the_graph(dataset, tmp_path: Path, fp16: bool, per_category: bool) -> None:
     import torch
 
     def fill_memory(model) -> None:
-        model.anomaly_map.memory.set_entries(torch.rand(32, 40 + 112, generator=torch.Generator().manual_seed(0)))
+        shape = model.anomaly_map.memory.entries.shape  # (categories · 32, D) per category, (32, D) shared
+        model.anomaly_map.memory.set_entries(torch.rand(*shape, generator=torch.Generator().manual_seed(0)))
         model.anomaly_map.rd_scale.fill_(0.5)
         model.anomaly_map.memory_scale.fill_(3.0)
 
     run = tmp_path / "run"
     run.mkdir()
-    _save_small_run(run, dataset, fill_memory, memory_entries=32, memory_weight=2.0)
+    _save_small_run(run, dataset, fill_memory, memory_entries=32, memory_weight=2.0, memory_per_category=per_category)
     store = tmp_path / "store"
     flags = ["--fp16"] if fp16 else []
     run_export(_args(str(run), "--store", str(store), "--name", "prd", *flags))
     manifest = load_bundle(store, "prd", "latest").manifest
     assert manifest.prd["memory_entries"] == 32 and manifest.prd["memory_weight"] == 2.0
+    assert manifest.prd["memory_per_category"] is per_category
     parity = manifest.metrics["export_parity"]
     assert parity["score_max_rel_diff"] <= (1e-2 if fp16 else 1e-4)
     import onnx

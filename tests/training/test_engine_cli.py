@@ -78,9 +78,11 @@ def test_fit_writes_its_taps_out_and_runs_saved_before_load_with_the_taps_they_w
     assert main(["fit", "--data", str(dataset), "--out", str(run), "--epochs", "1", *TINY]) == 0
     saved = json.loads((run / "config.json").read_text())
     assert saved["teacher_taps"] == [4, 10, 13]  # Lite0's defaults, written out: a later default cannot move them
-    older = {k: v for k, v in saved.items() if k != "memory_entries"} | {"teacher_taps": None}
-    config = TrainConfig.from_dict(older)  # a Lite0 run saved before its default taps moved, before the memory
-    assert (config.teacher_taps, config.memory_entries) == ([3, 9, 13], 0)
+    older = {k: v for k, v in saved.items() if k not in ("memory_entries", "memory_per_category")}
+    config = TrainConfig.from_dict(older | {"teacher_taps": None})  # saved before the taps moved, before the memory
+    assert (config.teacher_taps, config.memory_entries, config.memory_per_category) == ([3, 9, 13], 0, False)
+    with_shared_memory = {k: v for k, v in saved.items() if k != "memory_per_category"}  # prd/4's run: one memory
+    assert TrainConfig.from_dict(with_shared_memory).memory_per_category is False
     assert with_resolved_taps(TrainConfig(teacher="efficientnet_lite2")).teacher_taps == [4, 13, 18]
     assert with_resolved_taps(TrainConfig(teacher="wide_resnet50_2")).teacher_taps is None  # ResNets: fixed taps
 
@@ -172,7 +174,8 @@ def test_patch_memory_is_built_from_training_patches_and_scaled_on_held_out_norm
     assert main(["fit", "--data", str(dataset), "--out", str(run), "--epochs", "1", *TINY, *args]) == 0
     state = _weights(run)
     entries = state["anomaly_map.memory.entries"]
-    assert entries.shape == (64, 40 + 112)  # Lite0's first two default taps, concatenated
+    categories = len(discover([dataset]).categories)
+    assert entries.shape == (categories * 64, 40 + 112)  # one memory of 64 per category; Lite0's first two taps
     assert entries.abs().sum(dim=1).min() > 0  # every entry filled
     scales = json.loads((run / "map_scales.json").read_text())
     assert scales["rd_scale"] > 0 and scales["memory_scale"] > 0 and scales["held_out_images"] > 0
@@ -185,3 +188,7 @@ def test_patch_memory_is_built_from_training_patches_and_scaled_on_held_out_norm
     # each part is 1 on average over the held-out normals, so the fused map averages 1 + α there
     assert float(fused.mean()) == pytest.approx(1 + 2, rel=0.05)
     assert main(["evaluate", str(run), "--report", str(tmp_path / "report")]) == 0
+    shared = tmp_path / "shared"
+    one_memory = [*args, "--memory-per-category", "false"]
+    assert main(["fit", "--data", str(dataset), "--out", str(shared), "--epochs", "1", *TINY, *one_memory]) == 0
+    assert _weights(shared)["anomaly_map.memory.entries"].shape == (64, 40 + 112)  # one memory for all

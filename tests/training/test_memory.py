@@ -6,7 +6,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from training.memory import CHUNK_ENTRIES, PatchMemory, build_memory, greedy_coreset, patch_descriptors  # noqa: E402
+from training.memory import (  # noqa: E402
+    CHUNK_ENTRIES,
+    PatchMemory,
+    build_category_memories,
+    build_memory,
+    greedy_coreset,
+    patch_descriptors,
+)
 
 pytestmark = pytest.mark.torch
 
@@ -66,3 +73,29 @@ def test_build_memory_selects_from_the_cached_features_and_fills_when_there_are_
 def test_set_entries_refuses_a_memory_of_another_shape() -> None:
     with pytest.raises(ValueError, match="memory entries must be"):
         PatchMemory(10, 16).set_entries(torch.zeros(11, 16))
+
+
+def test_with_one_memory_per_bank_each_image_gets_the_nearest_distance_within_its_own_bank() -> None:
+    features = _features(3, seed=5)
+    banks = torch.rand(2, 2 * CHUNK_ENTRIES + 3, 16, generator=torch.Generator().manual_seed(6))
+    memory = PatchMemory(banks.shape[1], 16, banks=2)
+    memory.set_entries(banks)
+    bank = torch.tensor([1, 0, 1])
+    query = patch_descriptors(features).flatten(2).transpose(1, 2)  # (3, 64, 16)
+    expected = torch.stack([torch.cdist(q, banks[b]).min(dim=1).values for q, b in zip(query, bank, strict=True)])
+    assert torch.allclose(memory(features, bank), expected.reshape(3, 1, 8, 8), atol=1e-4)
+    with pytest.raises(ValueError, match="2 banks"):
+        memory(features)
+    with pytest.raises(ValueError, match=r"\(2, 3, 16\)"):
+        PatchMemory(3, 16, banks=2).set_entries(torch.zeros(3, 3, 16))
+
+
+def test_category_memories_hold_only_their_own_categorys_patches() -> None:
+    features = _features(4, seed=7)
+    features = [torch.cat([f[:2], f[2:] + 100]) for f in features]  # images 2, 3 (category 1) far from the rest
+    category_ids = torch.tensor([0, 0, 1, 1])
+    memories = build_category_memories(features, category_ids, 2, 32)
+    assert memories.shape == (2, 32, 16)
+    assert memories[0].max() < 5 and memories[1].min() > 20  # each from its own images alone (zero-padded edges)
+    with pytest.raises(ValueError, match="category index 2 has no training images"):
+        build_category_memories(features, category_ids, 3, 32)

@@ -16,6 +16,7 @@ import torch  # noqa: E402
 from training.backbones import Teacher, build_teacher  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.loss import coherence_loss, distillation_loss  # noqa: E402
+from training.memory import patch_descriptors  # noqa: E402
 from training.model import (  # noqa: E402
     CHECKPOINT_FILE,
     PRDModel,
@@ -104,6 +105,28 @@ def test_category_similarity_is_one_for_an_image_whose_descriptor_is_the_centroi
         similarity = model(images).category_similarity
     torch.testing.assert_close(similarity.flip(1).diagonal(), torch.ones(2))  # image i ↔ category 1 - i
     assert torch.all(similarity <= 1 + 1e-5)
+
+
+def test_each_image_is_measured_against_the_patch_memory_of_the_category_it_is_recognised_as(
+    teacher: Teacher,
+) -> None:
+    model = _model(teacher, memory_entries=64, memory_per_category=True).eval()  # 64 = the 8×8 grid at 1/8 of 64 px
+    images = torch.cat([_textures(1, seed=1), _textures(1, seed=2)])
+    features = model.teacher_features(images)
+    patches = patch_descriptors(features).flatten(2).transpose(1, 2)  # (2, 64, D): each image's own patches
+    model.anomaly_map.memory.set_entries(patches.flip(0))  # memory of "a" ← image 1's patches, "b" ← image 0's
+    per = model.centroids_per_category
+    descriptors = pooled_descriptor(features)
+    model.centroids.copy_(descriptors.flip(0).repeat_interleave(per, dim=0))  # image 0 is "b", image 1 is "a"
+    with torch.no_grad():
+        own, score_own = model.component_maps(features)[1], model(images).score
+        model.centroids.copy_(descriptors.repeat_interleave(per, dim=0))  # now image 0 is "a", image 1 is "b"
+        other = model.component_maps(features)[1]
+        score_other = model(images).score
+    # every patch is in the memory it was measured against (≈ 0 up to float32 cancellation in ‖q‖² − 2q·b + ‖b‖²);
+    # the other image's memory has none of them
+    assert other.amin(dim=(1, 2, 3)).min() > 10 * own.abs().max()
+    assert torch.all(score_other > score_own)  # and the scoring forward picks the memory the same way
 
 
 def test_student_maps_match_the_teacher_maps_at_all_three_scales(teacher: Teacher) -> None:

@@ -148,8 +148,9 @@ def run(tag, steps=1500, **over):
 WEIGHTS = (0.0, 1.0, 3.0)
 T0 = time.time()
 LIMIT = float(os.environ.get("LIMIT", "400"))
-# The sweep ran on Lite0 with one mean centroid per category, before those defaults changed; pinned so it reproduces.
-B = dict(teacher="efficientnet_lite0", teacher_taps=[3, 9, 13], loss="hard", category_centroids=1)
+# The sweep ran on Lite0 with one mean centroid per category and no patch memory, before those defaults changed;
+# pinned so it reproduces.
+B = dict(teacher="efficientnet_lite0", teacher_taps=[3, 9, 13], loss="hard", category_centroids=1, memory_entries=0)
 PLAN = [
     ("prd_b", dict(B)),
     ("rd_b", dict(B, prototypes=0)),

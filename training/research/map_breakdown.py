@@ -38,7 +38,7 @@ def component_maps(
     fusion = model.anomaly_map
     for i in range(0, len(images), batch):
         features = model.teacher_features(torch.from_numpy(images[i : i + batch]))
-        student_map, memory_map = fusion.component_maps(features, model.distill(features).student, with_memory)
+        student_map, memory_map = model.component_maps(features, with_memory)
         if memory_map is None:
             rd.append(fusion.blur(student_map)[:, 0])
             continue

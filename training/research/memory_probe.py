@@ -69,10 +69,17 @@ def teacher_maps(model: PRDModel, images: np.ndarray) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
-def memory_maps(memory: PatchMemory, features: list[torch.Tensor], size: int, blur: GaussianBlur) -> torch.Tensor:
+def memory_maps(
+    memory: PatchMemory,
+    features: list[torch.Tensor],
+    size: int,
+    blur: GaussianBlur,
+    bank: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """(N, S, S) smoothed memory maps; with ``bank`` (N,), image i against that memory of a per-category one."""
     out = []
     for i in range(0, len(features[0]), 16):
-        m = memory([f[i : i + 16].float() for f in features])
+        m = memory([f[i : i + 16].float() for f in features], None if bank is None else bank[i : i + 16])
         out.append(blur(F.interpolate(m, size=(size, size), mode="bilinear", align_corners=False))[:, 0])
     return torch.cat(out)
 
