@@ -107,8 +107,7 @@ class PatchMemory(nn.Module):
         nearest: torch.Tensor | None = None
         for start in range(0, self.bank_entries, self.chunk_entries):  # ‖b‖² − 2 q·b, minimised chunk by chunk
             end = start + self.chunk_entries
-            chunk = entries[..., start:end, :]
-            products = rows @ (chunk.T if chunk.dim() == 2 else chunk.transpose(1, 2))
+            products = rows @ entries[..., start:end, :].transpose(-2, -1)  # (N, P, chunk) either way
             distances = (norms[..., start:end] - 2 * products).min(dim=2).values
             nearest = distances if nearest is None else torch.minimum(nearest, distances)
         assert nearest is not None  # a memory has at least one entry
