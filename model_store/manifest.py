@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from model_store.tiling import TilingPolicy
+
 FORMAT_VERSION = 1
 """Bump when a field changes meaning; loaders refuse other versions with a message naming the file."""
 
@@ -34,6 +36,15 @@ class InputSpec(_Strict):
     channels: Literal[3] = 3
     color: Literal["RGB"] = "RGB"
     resize: Literal["cv2.INTER_AREA"] = "cv2.INTER_AREA"
+    max_tiles: int = Field(default=1, ge=1)
+    tiled_categories: list[str] = Field(default_factory=list)
+    """An upload of one of these categories (given, or recognised on its squashed image) is cut into at most
+    ``max_tiles`` aspect-kept ``height``-px tiles (``model_store.tiling``), scored together and merged: score = the
+    highest tile's, map = the tiles' maps stitched. Any other upload is squashed into one square."""
+
+    @property
+    def tiling(self) -> TilingPolicy:
+        return TilingPolicy(self.max_tiles, frozenset(self.tiled_categories))
 
 
 class OutputSpec(_Strict):
@@ -110,4 +121,7 @@ class Manifest(_Strict):
         missing = [c for c in [*self.categories, GLOBAL_KEY] if c not in self.calibration.per_category]
         if missing:
             raise ValueError(f"calibration.per_category has no threshold for {missing}")
+        unknown = [c for c in self.input.tiled_categories if c not in self.categories]
+        if unknown:
+            raise ValueError(f"input.tiled_categories names {unknown}, which are not among categories")
         return self

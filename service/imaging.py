@@ -1,21 +1,22 @@
-"""Uploaded bytes → model input (through ``model_store.preprocess`` only) and anomaly maps → heatmap PNGs.
+"""Uploaded bytes → model inputs (through ``model_store`` only) and anomaly maps → heatmap PNGs.
 
-Decoding and resizing are the bundle contract's (``decode_rgb8`` + ``resize_square``, the same code training
-uses); this module only keeps the full-size photo when an overlay needs it and turns per-file failures into
-values, so one bad file never hides the others. Heatmaps use the category's calibrated colour range
+Decoding, resizing and cutting into tiles are the bundle contract's (``decode_rgb8`` + ``tiling.cut_tiles``, the
+same code training uses); this module only keeps the full-size photo when an overlay needs it and turns per-file
+failures into values, so one bad file never hides the others. Heatmaps use the category's calibrated colour range
 (``map_lo``..``map_hi``), so one colour means the same deviation on every image of a category, and are resized
 back to the image's own size.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
 
 from model_store.manifest import CategoryCalibration
-from model_store.preprocess import ImageDecodeError, decode_rgb8, resize_square
+from model_store.preprocess import ImageDecodeError, decode_rgb8
+from model_store.tiling import TileLayout, cut_tiles
 
 COLORMAP = cv2.COLORMAP_JET
 OVERLAY_ALPHA = 0.45
@@ -32,14 +33,19 @@ class Upload:
 
 @dataclass(frozen=True)
 class PreparedImage:
-    """A decoded upload: the model input, the original size and, for overlays, the full-size RGB photo."""
+    """A decoded upload: its model inputs (tiles) and their layout, the original size and, for overlays, the
+    full-size RGB photo."""
 
     index: int
     filename: str
-    tensor: np.ndarray
+    tiles: np.ndarray
+    """(n, S, S, 3) uint8: the squashed image, or its tiles when its category is known to be tiled."""
+    layout: TileLayout
     width: int
     height: int
     photo: np.ndarray | None
+    full: np.ndarray | None = None
+    """The full-size RGB image, kept when it may still be cut into tiles once its category is recognised."""
 
 
 @dataclass(frozen=True)
@@ -52,24 +58,35 @@ class FileProblem:
     detail: str
 
 
-def prepare(upload: Upload, size: int, max_pixels: int, keep_photo: bool) -> PreparedImage | FileProblem:
-    """Decode, check and resize one upload; every failure becomes a ``FileProblem`` (never an exception)."""
+def prepare(
+    upload: Upload, size: int, max_tiles: int, max_pixels: int, keep_photo: bool, keep_full: bool = False
+) -> PreparedImage | FileProblem:
+    """Decode, check, resize and cut one upload (``max_tiles`` 1: squash); every failure becomes a ``FileProblem``
+    (never an exception)."""
     try:
         rgb = decode_rgb8(upload.data, max_pixels)
-        tensor = resize_square(rgb, size)
+        tiles, layout = cut_tiles(rgb, size, max_tiles)
     except ImageDecodeError as exc:
         return FileProblem(upload.index, upload.filename, exc.kind, str(exc))
     except cv2.error as exc:  # OpenCV refusing something the header check let through
         return FileProblem(upload.index, upload.filename, "corrupt", f"could not be decoded: {exc.err or exc}")
     height, width = rgb.shape[:2]
-    return PreparedImage(upload.index, upload.filename, tensor, width, height, rgb if keep_photo else None)
+    photo, full = rgb if keep_photo else None, rgb if keep_full else None
+    return PreparedImage(upload.index, upload.filename, tiles, layout, width, height, photo, full)
 
 
 def prepare_all(
-    uploads: list[Upload], size: int, max_pixels: int, keep_photo: bool
+    uploads: list[Upload], size: int, max_tiles: int, max_pixels: int, keep_photo: bool, keep_full: bool = False
 ) -> list[PreparedImage | FileProblem]:
     """``prepare`` for every upload, in order (runs in a decode thread, off the event loop)."""
-    return [prepare(upload, size, max_pixels, keep_photo) for upload in uploads]
+    return [prepare(upload, size, max_tiles, max_pixels, keep_photo, keep_full) for upload in uploads]
+
+
+def retile(image: PreparedImage, size: int, max_tiles: int) -> PreparedImage:
+    """The image cut into tiles after all (its recognised category is tiled), from the kept full-size RGB."""
+    assert image.full is not None  # kept by prepare(keep_full=True) for exactly this
+    tiles, layout = cut_tiles(image.full, size, max_tiles)
+    return replace(image, tiles=tiles, layout=layout, full=None)
 
 
 def normalized_map(anomaly_map: np.ndarray, calibration: CategoryCalibration) -> np.ndarray:

@@ -56,7 +56,10 @@ class ServiceMetrics:
             registry=registry,
         )
         self.batch_size = Histogram(
-            "prd_batch_size", "Images per inference run.", buckets=_BATCH_BUCKETS, registry=registry
+            "prd_batch_size",
+            "Graph inputs (images or their tiles) per inference run.",
+            buckets=_BATCH_BUCKETS,
+            registry=registry,
         )
         self.queue_depth = Gauge("prd_queue_depth", "Images waiting for inference.", registry=registry)
         self.queue_wait = Histogram(

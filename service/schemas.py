@@ -137,6 +137,10 @@ class InputInfo(BaseModel):
     dtype: str
     color: str
     resize: str
+    max_tiles: int = 1
+    tiled_categories: list[str] = []
+    """Uploads of these categories are cut into at most ``max_tiles`` aspect-kept tiles (``model_store/tiling.py``);
+    the others are squashed into one square."""
 
 
 class ModelSummary(BaseModel):

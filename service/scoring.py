@@ -1,4 +1,5 @@
-"""From uploads to verdicts: decode (threads), batch inference, category, calibrated decision, heatmaps.
+"""From uploads to verdicts: decode and cut into tiles (threads), batch inference, tiles merged, category,
+calibrated decision, heatmaps.
 
 The decision rule lives here and nowhere else: the category is the one given, else the closest centroid
 (``argmax category_similarity``); its calibration gives ``threshold`` and ``normalized_score`` (see
@@ -17,9 +18,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from model_store.manifest import GLOBAL_KEY, CategoryCalibration, Manifest
+from model_store.tiling import merge_tiles
 from service.batching import Arrival, MicroBatcher
-from service.errors import InferenceFailed, UnknownCategory
-from service.imaging import FileProblem, PreparedImage, Upload, heatmap_png, prepare_all
+from service.errors import InferenceFailed, TooManyFiles, UnknownCategory
+from service.imaging import FileProblem, PreparedImage, Upload, heatmap_png, prepare_all, retile
 from service.metrics import ServiceMetrics
 from service.runtime import OnnxModel, Prediction
 from service.schemas import CategorySource, ImageResult
@@ -96,10 +98,23 @@ class Scorer:
         return self._batcher.announce(1)
 
     async def score(self, model: OnnxModel, request: ScoreRequest, guard: Guard, arrival: Arrival) -> ScoreOutcome:
+        """Decode → batcher → decision → heatmaps. Tiling (``model_store.tiling``): an image of a tiled category
+        goes in as its tiles when the category is given; without one it goes in squashed, and if the category it is
+        recognised as is tiled (and its shape asks for tiles), its tiles follow in a second pass."""
         loop = asyncio.get_running_loop()
         self._batcher.check_room(len(request.uploads))
+        tiling, size = model.manifest.input.tiling, model.input_size
+        first_tiles = tiling.max_tiles_for(request.category)
+        may_retile = request.category is None and bool(tiling.tiled_categories)
         prepared = await loop.run_in_executor(
-            self._pool, prepare_all, request.uploads, model.input_size, self._max_pixels, request.overlay
+            self._pool,
+            prepare_all,
+            request.uploads,
+            size,
+            first_tiles,
+            self._max_pixels,
+            request.overlay,
+            may_retile,
         )
         outcome = ScoreOutcome()
         good: list[PreparedImage] = []
@@ -111,7 +126,9 @@ class Scorer:
                 good.append(item)
         if not good:
             return outcome
-        predictions = await guard(self._batcher.submit(model, [image.tensor for image in good], arrival))
+        predictions = await self._predict(model, good, guard, arrival)
+        if may_retile:
+            good, predictions = await self._retile(model, good, predictions, guard)
         pairs = list(zip(good, predictions, strict=True))
         decided = [self._decide(model.manifest, image, p, request.category) for image, p in pairs]
         if request.heatmap or request.overlay:
@@ -121,6 +138,43 @@ class Scorer:
             png = outcome.pngs.get(image.index)
             outcome.results.append(result.model_copy(update={"heatmap_png": _b64(png)}) if png else result)
         return outcome
+
+    async def _predict(
+        self, model: OnnxModel, images: list[PreparedImage], guard: Guard, arrival: Arrival | None
+    ) -> list[Prediction]:
+        """All inputs of ``images`` in one submission, one merged prediction per image."""
+        inputs = [tile for image in images for tile in image.tiles]
+        if len(inputs) > self._batcher.queue_limit:  # would never fit: say so instead of "retry later"
+            message = (
+                f"these {len(images)} images make {len(inputs)} tiles (up to {model.manifest.input.max_tiles} each, "
+                f"aspect kept), more than the inference queue holds ({self._batcher.queue_limit}); send fewer images "
+                "per request"
+            )
+            raise TooManyFiles(message)
+        return _merged(images, await guard(self._batcher.submit(model, inputs, arrival)))
+
+    async def _retile(
+        self, model: OnnxModel, images: list[PreparedImage], squashed: list[Prediction], guard: Guard
+    ) -> tuple[list[PreparedImage], list[Prediction]]:
+        """Second pass: images recognised as a tiled category (as ``_decide`` will recognise them, similarity floor
+        included), cut into tiles and scored again; the squashed image's category similarity stays (it chose the
+        category)."""
+        manifest, tiling, size = model.manifest, model.manifest.input.tiling, model.input_size
+        chosen = [choose_category(p.category_similarity, None, manifest, self._min_similarity)[0] for p in squashed]
+        wanted = [i for i, category in enumerate(chosen) if tiling.max_tiles_for(category) > 1]
+        loop = asyncio.get_running_loop()
+        cut = await loop.run_in_executor(
+            self._pool, lambda: [retile(images[i], size, tiling.max_tiles_for(chosen[i])) for i in wanted]
+        )
+        again = [(i, image) for i, image in zip(wanted, cut, strict=True) if image.layout.count > 1]
+        if not again:
+            return images, squashed
+        tiled = await self._predict(model, [image for _, image in again], guard, None)
+        images, predictions = list(images), list(squashed)
+        for (i, image), prediction in zip(again, tiled, strict=True):
+            images[i] = image
+            predictions[i] = Prediction(prediction.score, prediction.anomaly_map, squashed[i].category_similarity)
+        return images, predictions
 
     def _decide(
         self, manifest: Manifest, image: PreparedImage, prediction: Prediction, given: str | None
@@ -146,6 +200,26 @@ class Scorer:
             height=image.height,
         )
         return result, calibration
+
+
+def _merged(images: list[PreparedImage], tile_predictions: list[Prediction]) -> list[Prediction]:
+    """One prediction per image from its tiles' (``model_store.tiling.merge_tiles``); a single tile is its own."""
+    merged, start = [], 0
+    for image in images:
+        part = tile_predictions[start : start + image.layout.count]
+        start += image.layout.count
+        if len(part) == 1:
+            merged.append(part[0])
+            continue
+        tiles = merge_tiles(
+            np.array([p.score for p in part]),
+            np.stack([p.anomaly_map for p in part]),
+            np.stack([p.category_similarity for p in part]),
+            image.layout,
+        )
+        assert tiles.category_similarity is not None  # given for every tile above
+        merged.append(Prediction(tiles.score, tiles.anomaly_map, tiles.category_similarity))
+    return merged
 
 
 def _encode_heatmaps(jobs: list[tuple[PreparedImage, Prediction, CategoryCalibration]]) -> dict[int, bytes]:

@@ -29,6 +29,10 @@ VARIANTS: dict[str, tuple[str, dict]] = {
         "one patch memory shared by all categories, of 16 384 entries (memory_per_category=false)",
         {"memory_per_category": False, "memory_entries": 16384},
     ),
+    "prd_one_square": (
+        "every image squashed into one square, no category tiled (max_tiles=1)",
+        {"max_tiles": 1, "tile_categories": []},
+    ),
     "prd_dense_recall": ("no SPR: every position recalls all K prototypes (recall_topk=0)", {"recall_topk": 0}),
     "prd_no_coherence": ("no coherence term (coherence_weight=0)", {"coherence_weight": 0.0}),
     "prd_no_reseed": ("dead prototypes are not re-seeded", {"reseed_dead": False}),
@@ -38,8 +42,9 @@ METRICS = ("image_auroc", "pixel_auroc", "aupro")
 
 
 def run_ablation(base: TrainConfig, out_dir: Path, variants: list[str] | None = None) -> dict:
+    from model_store.tiling import TilingPolicy
     from training.data import discover
-    from training.engine import fit, prepare, resolve_device
+    from training.engine import Prepared, fit, prepare, resolve_device, with_resolved_tiling
     from training.model import PRDModel
     from training.report import evaluate_run
 
@@ -53,12 +58,15 @@ def run_ablation(base: TrainConfig, out_dir: Path, variants: list[str] | None = 
     device = resolve_device(base.device)
     index = discover([Path(p) for p in base.data], base.categories)
     teacher_only = PRDModel(base, index.categories).to(device)
-    shared = prepare(base, teacher_only, index, device)  # one teacher-feature cache for every variant
+    caches: dict[TilingPolicy, Prepared] = {}  # one teacher-feature cache per tiling, shared by its variants
     for name in names:
         description, overrides = VARIANTS[name]
         log.info("ablation variant %s: %s", name, description)
         run_dir = out_dir / name
-        fit(dataclasses.replace(base, **overrides), run_dir, prepared=shared)
+        config = with_resolved_tiling(dataclasses.replace(base, **overrides), index)
+        if config.tiling not in caches:
+            caches[config.tiling] = prepare(config, teacher_only, index, device)
+        fit(config, run_dir, prepared=caches[config.tiling])
         metrics = evaluate_run(run_dir, report_dir=run_dir / "eval")
         results[name] = {
             "description": description,

@@ -18,6 +18,8 @@ from training.config import TrainConfig
 FIT_OPTIONS = {
     "--categories": "categories",
     "--image-size": "image_size",
+    "--max-tiles": "max_tiles",
+    "--tile-categories": "tile_categories",
     "--teacher": "teacher",
     "--teacher-weights": "teacher_weights",
     "--teacher-taps": "teacher_taps",
@@ -40,7 +42,7 @@ FIT_OPTIONS = {
     "--device": "device",
     "--holdout-fraction": "holdout_fraction",
 }
-LIST_FIELDS = {"categories": str, "teacher_taps": int}
+LIST_FIELDS = {"categories": str, "teacher_taps": int, "tile_categories": str}
 
 
 def _field_type(name: str) -> type:

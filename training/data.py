@@ -11,14 +11,15 @@ Problems are found as early as they can be: the layout (missing roots, empty cat
 mask) when the index is built, unreadable pixels and masks of the wrong size when a file is loaded. Every problem
 is a ``DataError`` naming the path, so a bad dataset costs its owner one read of the message, not a traceback.
 
-Images become model inputs only through ``model_store.preprocess.load_model_input``: the same decode and resize
-the service applies to uploads, so training, evaluation and serving see identical pixels.
+Images become model inputs only through ``model_store.preprocess.load_model_input`` (one squashed square) or
+``model_store.tiling.cut_tiles`` (aspect-kept tiles, ``load_tiles``): the same decode, resize and cut the service
+applies to uploads, so training, evaluation and serving see identical pixels.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from model_store.preprocess import ImageDecodeError, decode_rgb8, load_model_input
+from model_store.tiling import TileLayout, cut_tiles
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 NORMAL = "good"
@@ -222,6 +224,14 @@ def load_image(path: Path, size: int) -> np.ndarray:
     return pixels
 
 
+def load_rgb(path: Path) -> np.ndarray:
+    """Decode a file to full-size RGB uint8 (H, W, 3), the bundle's decode; a bad file is a DataError naming it."""
+    try:
+        return decode_rgb8(_read_bytes(path))
+    except ImageDecodeError as exc:
+        raise DataError(f"{path}: unreadable image: {exc}") from exc
+
+
 def image_size(path: Path) -> tuple[int, int]:
     """(width, height) from the file header, without decoding pixels."""
     try:
@@ -282,13 +292,62 @@ def load_images(
     def fill(i: int) -> None:
         images[i] = load_image(paths[i], size)
 
+    _for_each_file(fill, len(paths), workers, progress, desc)
+    return images
+
+
+def _for_each_file(fill: Callable[[int], None], count: int, workers: int, progress: bool, desc: str) -> None:
+    """``fill(i)`` for i in range(count) on a small thread pool, with a progress bar; the first error is raised."""
     pool = ThreadPoolExecutor(max_workers=max(1, workers))
     try:
-        for _ in tqdm(pool.map(fill, range(len(paths))), total=len(paths), desc=desc, unit="img", disable=not progress):
+        for _ in tqdm(pool.map(fill, range(count)), total=count, desc=desc, unit="img", disable=not progress):
             pass
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-    return images
+
+
+@dataclass(frozen=True)
+class TiledImages:
+    """Every tile of some samples (``model_store.tiling``), in sample order, and which sample each came from."""
+
+    images: np.ndarray
+    """(T, size, size, 3) uint8."""
+    owners: np.ndarray
+    """(T,) index of each tile's sample."""
+    layouts: list[TileLayout]
+    """One per sample: where its tiles lie on its aspect-kept canvas."""
+
+    def tiles_of(self, sample_index: int) -> slice:
+        start = int(np.searchsorted(self.owners, sample_index))
+        return slice(start, start + self.layouts[sample_index].count)
+
+
+def load_tiles(
+    samples: Sequence[Sample | Path],
+    size: int,
+    max_tiles: int | Sequence[int],
+    progress: bool = True,
+    workers: int = 2,
+    desc: str = "decoding",
+) -> TiledImages:
+    """Decode files and cut each into aspect-kept tiles (``model_store.tiling.cut_tiles``), on a small thread pool.
+
+    ``max_tiles``: one limit for every file, or one per file (a category's tiling); 1 gives one squashed tile, the
+    same pixels as ``load_images``.
+    """
+    paths = [s.path if isinstance(s, Sample) else Path(s) for s in samples]
+    limits = [max_tiles] * len(paths) if isinstance(max_tiles, int) else list(max_tiles)
+    cut: list[tuple[np.ndarray, TileLayout] | None] = [None] * len(paths)
+
+    def fill(i: int) -> None:
+        cut[i] = cut_tiles(load_rgb(paths[i]), size, limits[i])
+
+    _for_each_file(fill, len(paths), workers, progress, desc)
+    done = [c for c in cut if c is not None]
+    if not done:
+        return TiledImages(np.empty((0, size, size, 3), np.uint8), np.empty(0, np.int64), [])
+    owners = np.concatenate([np.full(layout.count, i, np.int64) for i, (_, layout) in enumerate(done)])
+    return TiledImages(np.concatenate([tiles for tiles, _ in done]), owners, [layout for _, layout in done])
 
 
 class ImageCache:

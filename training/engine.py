@@ -12,6 +12,7 @@ would. Same seed and data → same weights on CPU.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -22,9 +23,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from model_store.tiling import fixed_frame
 from training.calibrate import holdout_split
 from training.config import TrainConfig
-from training.data import DatasetIndex, discover, load_images
+from training.data import DatasetIndex, discover, image_size, load_tiles
 from training.loss import coherence_loss, distillation_loss
 from training.memory import build_category_memories, build_memory
 from training.model import CHECKPOINT_FILE, CONFIG_FILE, Distilled, PRDModel, save_checkpoint, with_resolved_taps
@@ -73,6 +75,18 @@ def set_category_centroids(model: PRDModel, features: list[torch.Tensor], catego
     )
     per_category = model.centroids_per_category
     model.centroids.copy_(fit_centroids(descriptors, category_ids, len(model.categories), per_category))
+
+
+def with_resolved_tiling(config: TrainConfig, index: DatasetIndex) -> TrainConfig:
+    """``config`` with ``tile_categories`` decided from the training images when it is None (each category whose
+    photos share one frame, ``tiling.fixed_frame``), and named categories checked against the data."""
+    if config.tile_categories is not None:
+        unknown = sorted(set(config.tile_categories) - set(index.categories))
+        if unknown:
+            raise ValueError(f"--tile-categories: {unknown} not among the data's categories {index.categories}")
+        return config
+    tiled = [c for c in index.categories if fixed_frame([image_size(s.path) for s in index.samples("train", c)])]
+    return dataclasses.replace(config, tile_categories=tiled)
 
 
 def held_out_samples(config: TrainConfig, index: DatasetIndex) -> list:
@@ -141,7 +155,8 @@ class Prepared:
     category_ids: torch.Tensor
     centroids: torch.Tensor
     held_out: np.ndarray
-    """Decoded held-out normals (``held_out_samples``), decoded up front so a bad file stops the run before training."""
+    """Tiles of the held-out normals (``held_out_samples``), decoded up front so a bad file stops the run before
+    training."""
     memories: dict[tuple[int, bool], torch.Tensor] = field(default_factory=dict)
     """Patch memories already built from these features, by size and kind (variants of an ablation share them)."""
 
@@ -162,13 +177,21 @@ class Prepared:
 def prepare(
     config: TrainConfig, model: PRDModel, index: DatasetIndex, device: torch.device, progress: bool = True
 ) -> Prepared:
-    """Hold out the calibration slice, decode the training images and cache the teacher's features."""
-    held_out = load_images(held_out_samples(config, index), config.image_size, progress=False, workers=config.workers)
+    """Hold out the calibration slice, cut the training images into tiles and cache the teacher's features.
+
+    Every tile is a training input of its image's category (``config.tiling``: the tiled categories' images in
+    aspect-kept tiles, the others squashed into one square each).
+    """
+    size, tiling, workers = config.image_size, config.tiling, config.workers
+    held = held_out_samples(config, index)
+    held_tiles = [tiling.max_tiles_for(s.category) for s in held]
+    held_out = load_tiles(held, size, held_tiles, progress=False, workers=workers).images
     samples = training_samples(config, index)
-    images = load_images(samples, config.image_size, progress=progress, workers=config.workers)
-    features = cache_teacher_features(model, images, device, progress)
-    del images
-    category_ids = torch.tensor([index.categories.index(s.category) for s in samples], device=device)
+    tiles = load_tiles(samples, size, [tiling.max_tiles_for(s.category) for s in samples], progress, workers)
+    features = cache_teacher_features(model, tiles.images, device, progress)
+    sample_ids = torch.tensor([index.categories.index(s.category) for s in samples], dtype=torch.long)
+    category_ids = sample_ids[torch.from_numpy(tiles.owners)].to(device)
+    del tiles
     set_category_centroids(model, features, category_ids)
     set_channel_weights(model, features)
     return Prepared(index, samples, features, category_ids, model.centroids.detach().clone(), held_out)
@@ -183,7 +206,8 @@ def fit(
     size); the ablation trains every variant from one cache this way.
     """
     started = time.monotonic()
-    config = with_resolved_taps(config)
+    index = prepared.index if prepared else discover([Path(p) for p in config.data], config.categories)
+    config = with_resolved_tiling(with_resolved_taps(config), index)  # taps and tiled categories written out
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = _load_resume_state(out_dir, config) if resume else None
@@ -194,7 +218,6 @@ def fit(
     device = resolve_device(config.device)
     config.save(out_dir / CONFIG_FILE)
 
-    index = prepared.index if prepared else discover([Path(p) for p in config.data], config.categories)
     if config.memory_entries > 0 and not held_out_samples(config, index):
         raise ValueError(
             "--memory-entries: the patch memory is scaled on held-out normal images and there are none "
@@ -210,7 +233,7 @@ def fit(
         memory = prepared.memory(config.memory_entries, config.memory_per_category, config.seed, progress)
         model.anomaly_map.memory.set_entries(memory.to(device))
     features, category_ids = prepared.features, prepared.category_ids
-    summary = {**prepared.index.summary(), "trained_on": len(prepared.samples)}
+    summary = {**prepared.index.summary(), "trained_on": len(prepared.samples), "training_tiles": len(category_ids)}
     (out_dir / "training_data.json").write_text(json.dumps(summary, indent=2))
 
     optimizer = torch.optim.Adam(

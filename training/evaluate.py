@@ -21,8 +21,9 @@ import numpy as np
 from tqdm import tqdm
 
 from model_store.bundle import MANIFEST_FILE, read_manifest
+from model_store.tiling import TilingPolicy, score_routed, square_map
 from training import plots
-from training.data import DatasetIndex, Sample, load_images, load_mask
+from training.data import DatasetIndex, Sample, load_images, load_mask, load_rgb
 from training.metrics import MetricError, f1_max, image_auroc, pixel_metrics, roc_curve
 
 ScoreFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, "np.ndarray | None"]]
@@ -43,6 +44,7 @@ class _Scored:
     maps: np.ndarray  # (N, S, S) float32
     masks: np.ndarray  # (N, S, S) uint8 0/1
     similarity: np.ndarray | None  # (N, C)
+    tiles: np.ndarray  # (N,) tiles each image was scored as (1: squashed)
 
     @property
     def labels(self) -> np.ndarray:
@@ -71,20 +73,33 @@ def _checked(outputs: tuple, n: int, size: int, n_categories: int, where: Path) 
 
 
 def _score(
-    score_fn: ScoreFn, samples: list[Sample], size: int, batch_size: int, bar: tqdm, n_categories: int
+    score_fn: ScoreFn,
+    samples: list[Sample],
+    size: int,
+    batch_size: int,
+    bar: tqdm,
+    categories: list[str],
+    tiling: TilingPolicy,
 ) -> _Scored:
-    scores, maps, masks, similarity = [], [], [], []
+    """Each image scored as the service scores it without a given category (``model_store.tiling.score_routed``:
+    squashed, then cut into tiles when its recognised category is tiled), its map brought to S × S, where the masks
+    are (the reference detector's pixel grid)."""
+    scores, maps, masks, similarity, counts = [], [], [], [], []
     for start in range(0, len(samples), batch_size):
         batch = samples[start : start + batch_size]
-        images = load_images(batch, size, progress=False)
-        outputs = _checked(score_fn(images), len(batch), size, n_categories, batch[0].path)
-        scores.append(outputs[0])
-        maps.append(outputs[1])
-        similarity.append(outputs[2])
+
+        def run(images: np.ndarray, first: Path = batch[0].path) -> tuple:
+            return _checked(score_fn(images), len(images), size, len(categories), first)
+
+        for merged in score_routed(run, [load_rgb(s.path) for s in batch], size, tiling, categories):
+            scores.append(merged.score)
+            maps.append(square_map(merged.anomaly_map, size))
+            similarity.append(merged.category_similarity)
+            counts.append(merged.tiles)
         masks.extend(load_mask(s, size) for s in batch)
         bar.update(len(batch))
-    known = None if any(s is None for s in similarity) else np.concatenate(similarity)
-    return _Scored(samples, np.concatenate(scores), np.concatenate(maps), np.stack(masks), known)
+    known = None if any(s is None for s in similarity) else np.stack(similarity)
+    return _Scored(samples, np.array(scores), np.stack(maps), np.stack(masks), known, np.array(counts))
 
 
 def _metric(fn: Callable, *args: object, warnings: list[str], what: str) -> object:
@@ -121,6 +136,7 @@ def _category_report(
         "median_score_good": float(np.median(scores[labels == 0])) if (labels == 0).any() else None,
         "median_score_defect": float(np.median(scores[labels == 1])) if (labels == 1).any() else None,
         "category_recognition_accuracy": None,
+        "tiles_per_image": float(scored.tiles.mean()),
     }
     if scored.similarity is not None and name in model_categories:
         predicted = scored.similarity.argmax(axis=1)
@@ -223,6 +239,8 @@ class _Report:
             "categories": self.entries,
             "mean": mean,
             "category_recognition_accuracy": sum(a * n for a, n in known) / sum(n for _, n in known) if known else None,
+            "tiles_per_image": sum(d["tiles_per_image"] * (d["n_good"] + d["n_defect"]) for d in self.details.values())
+            / n_images,
             "details": self.details,
             "model_categories": self.model_categories,
             "image_size": size,
@@ -255,6 +273,7 @@ def evaluate_scorer(
     progress: bool = True,
     model_categories: Sequence[str] | None = None,
     fpr_limit: float = 0.3,
+    tiling: TilingPolicy | None = None,
 ) -> dict:
     """Score every test image of ``index``, write the report folder and return what ``metrics.json`` holds.
 
@@ -269,6 +288,8 @@ def evaluate_scorer(
         model_categories: the model's category order (the similarity's columns); default ``index.categories``.
             Pass it whenever the index holds a subset of the model's categories.
         fpr_limit: AUPRO integration limit.
+        tiling: which recognised categories are cut into tiles (the model's; default none): each image is scored
+            as the service scores it, ``batch_size`` images (not tiles) at a time.
 
     Raises:
         EvaluationError: no test images, or the scorer's outputs have the wrong shape or are not finite.
@@ -282,7 +303,8 @@ def evaluate_scorer(
         for name in index.categories:
             samples = index.samples("test", name)
             if samples:
-                scored = _score(score_fn, samples, size, batch_size, bar, len(report.model_categories))
+                policy = tiling or TilingPolicy()
+                scored = _score(score_fn, samples, size, batch_size, bar, report.model_categories, policy)
                 report.add(name, scored, size, report_dir)
             else:
                 report.warnings.append(f"{name}: no test images; category skipped")
@@ -296,8 +318,8 @@ def evaluate_scorer(
 class OnnxScoreFn:
     """A ``score_fn`` on an exported graph (``training.onnx_graph.OnnxScorer``: ONNX Runtime, CPU).
 
-    ``size`` is the graph's input side; ``categories`` the bundle's category order when a ``manifest.json`` lies
-    beside the graph (the bundle layout), else None.
+    ``size`` is the graph's input side; ``categories`` the bundle's category order and ``tiling`` its tiling when
+    a ``manifest.json`` lies beside the graph (the bundle layout), else None and no tiles.
     """
 
     def __init__(self, onnx_path: Path) -> None:
@@ -306,7 +328,9 @@ class OnnxScoreFn:
         self.scorer = OnnxScorer(Path(onnx_path))
         self.size = self.scorer.input_size
         manifest_path = Path(onnx_path).parent / MANIFEST_FILE
-        self.categories = list(read_manifest(manifest_path).categories) if manifest_path.is_file() else None
+        manifest = read_manifest(manifest_path) if manifest_path.is_file() else None
+        self.categories = list(manifest.categories) if manifest else None
+        self.tiling = manifest.input.tiling if manifest else TilingPolicy()
 
     def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         outputs = self.scorer.run(images)

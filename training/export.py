@@ -32,6 +32,7 @@ from torch import nn
 
 from model_store.bundle import MANIFEST_FILE, BundleError, list_versions, read_manifest, sha256_file, verify_graph_io
 from model_store.manifest import FORMAT_VERSION, InputSpec, Manifest, OnnxSpec
+from model_store.tiling import TilingPolicy
 from model_store.triton import write_config
 from training.calibrate import DEFAULT_HOLDOUT_FRACTION, DEFAULT_HOLDOUT_SEED, CalibrationError, calibrate
 from training.onnx_graph import OPSET, GraphError, OnnxScorer, export_onnx
@@ -127,7 +128,8 @@ def export_model(
         graph = staging / ONNX_FILE
         log.info("exporting %s graph to %s", precision, graph)
         export_onnx(model, graph, fp16=fp16)
-        scorer = OnnxScorer(graph)
+        tiling = getattr(model.config, "tiling", None) or TilingPolicy()  # stand-ins without one: no tiles
+        scorer = OnnxScorer(graph, tiling, model.categories)
         parity = check_parity(model, scorer, parity_samples(index, parity_images), precision, load_images)
         log.info(
             "parity on %d images: score %.2e, map %.2e (limit %.0e)",
@@ -145,7 +147,12 @@ def export_model(
             version=version,
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             onnx=OnnxSpec(file=ONNX_FILE, sha256=sha256_file(graph), opset=OPSET, precision=precision),
-            input=InputSpec(height=int(model.input_size), width=int(model.input_size)),
+            input=InputSpec(
+                height=int(model.input_size),
+                width=int(model.input_size),
+                max_tiles=tiling.max_tiles,
+                tiled_categories=sorted(tiling.tiled_categories),
+            ),
             categories=list(model.categories),
             calibration=calibration,
             teacher=str(model.teacher_name),

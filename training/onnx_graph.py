@@ -28,7 +28,8 @@ from torch import nn
 
 from model_store.bundle import BundleError
 from model_store.manifest import OutputSpec
-from model_store.preprocess import load_model_input
+from model_store.preprocess import decode_rgb8, load_model_input
+from model_store.tiling import MergedTiles, TilingPolicy, score_routed
 from training.calibrate import FileScores
 
 OPSET = 17
@@ -140,7 +141,7 @@ def _toposort(graph: onnx.GraphProto) -> None:
 class OnnxScorer:
     """An ONNX Runtime (CPU) session over a bundle graph, fed exactly as the service feeds it."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, tiling: TilingPolicy | None = None, categories: Sequence[str] = ()) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -152,6 +153,10 @@ class OnnxScorer:
                 f"{path}: ONNX Runtime cannot load the graph (corrupt or truncated file?): {exc}"
             ) from exc
         self.path = Path(path)
+        self.tiling = tiling or TilingPolicy()
+        """Which recognised categories are cut into tiles (the bundle manifest's ``input``); default: none."""
+        self.categories = list(categories)
+        """The graph's category order (``category_similarity``'s columns), to name a recognised category."""
         graph_input = self.session.get_inputs()[0]
         self.input_size = int(graph_input.shape[1])
         self.input_names = [i.name for i in self.session.get_inputs()]
@@ -164,13 +169,24 @@ class OnnxScorer:
         return dict(zip(OUTPUT_NAMES, values, strict=True))
 
     def load_files(self, paths: Sequence[Path]) -> np.ndarray:
-        """The service's path from file bytes to model input: ``preprocess.load_model_input``."""
+        """The service's path from file bytes to one squashed model input each: ``preprocess.load_model_input``."""
         if not paths:
             return np.empty((0, self.input_size, self.input_size, 3), np.uint8)
         return np.stack([load_model_input(Path(p).read_bytes(), self.input_size)[0] for p in paths])
 
+    def score_tiled(self, paths: Sequence[Path]) -> list[MergedTiles]:
+        """Each file as the service scores it: squashed, and cut into tiles when its recognised category is tiled
+        (``model_store.tiling.score_routed`` with this scorer's ``tiling``)."""
+
+        def run(images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            out = self.run(images)
+            return out["score"], out["anomaly_map"][:, 0], out["category_similarity"]
+
+        images = [decode_rgb8(Path(p).read_bytes()) for p in paths]
+        return score_routed(run, images, self.input_size, self.tiling, self.categories)
+
     def score_files(self, paths: Sequence[Path], batch_size: int = 8, progress: str | None = None) -> FileScores:
-        """Per-file score, map median and map maximum, and category similarities, batch by batch."""
+        """Per-file score, map median and map maximum, and category similarities (tiles merged), batch by batch."""
         parts: list[dict[str, Any]] = []
         batches = range(0, len(paths), batch_size)
         if progress:
@@ -178,14 +194,13 @@ class OnnxScorer:
 
             batches = tqdm(batches, desc=progress, unit="batch", total=len(batches))
         for start in batches:
-            out = self.run(self.load_files(paths[start : start + batch_size]))
-            maps = out["anomaly_map"].reshape(len(out["score"]), -1)
+            merged = self.score_tiled(paths[start : start + batch_size])
             parts.append(
                 {
-                    "score": out["score"],
-                    "map_median": np.median(maps, axis=1),
-                    "map_max": maps.max(axis=1),
-                    "similarity": out["category_similarity"],
+                    "score": np.array([m.score for m in merged]),
+                    "map_median": np.array([np.median(m.anomaly_map) for m in merged]),
+                    "map_max": np.array([m.anomaly_map.max() for m in merged]),
+                    "similarity": np.stack([m.category_similarity for m in merged]),
                 }
             )
         if not parts:

@@ -49,7 +49,13 @@ def evaluate_run(
     report_dir = Path(report_dir) if report_dir else run_dir / "eval"
     score_fn = score_fn_from_onnx(onnx_path) if onnx_path else torch_score_fn(model, target)
     metrics = evaluate_scorer(
-        score_fn, index, model.input_size, report_dir, progress=progress, model_categories=model.categories
+        score_fn,
+        index,
+        model.input_size,
+        report_dir,
+        progress=progress,
+        model_categories=model.categories,
+        tiling=model.config.tiling,
     )
     metrics["report_dir"] = str(report_dir)
     metrics["scored_with"] = str(onnx_path) if onnx_path else f"pytorch ({target})"

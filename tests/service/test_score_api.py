@@ -182,3 +182,60 @@ def test_openapi_documents_json_png_and_problem_answers(store: Path) -> None:
             assert "422" in post["description"] and "every" in post["description"]
 
     run(scenario())
+
+
+def test_tall_upload_of_a_tiled_category_is_scored_as_tiles_and_stitched_back(tmp_path: Path) -> None:
+    import base64
+
+    from tests.fixtures.tiny_bundle import make_tiny_bundle
+
+    store = tmp_path / "tiled"
+    make_tiny_bundle(store, max_tiles=4, tiled_categories=["alpha"])
+    tall = np.zeros((96, 32, 3), dtype=np.uint8)  # three 32-px tiles, edge to edge
+    tall[40:48, 0:8] = RED  # rows 8..16 of the middle tile
+    tiled_score = (1 - 64 / 1024) / 3  # the middle tile alone holds the square
+
+    async def scenario() -> None:
+        async with serving(settings_for(store)) as h:
+            info = (await h.client.get("/models")).json()
+            assert (info["input"]["max_tiles"], info["input"]["tiled_categories"]) == (4, ["alpha"])
+            # No category: squashed first, recognised as alpha (red), which is tiled: its three tiles follow.
+            response = await h.score(("tall.png", png(tall)), params={"heatmap": "true"})
+            assert response.status_code == 200
+            [result] = response.json()["results"]
+            assert result["score"] == pytest.approx(tiled_score, abs=1e-5)
+            assert (result["category"], result["category_source"]) == ("alpha", "recognised")
+            assert (result["width"], result["height"]) == (32, 96)
+            heat = _decode(base64.b64decode(result["heatmap_png"])).astype(int)
+            assert heat.shape == (96, 32, 3)
+            assert heat[44, 4, 0] > heat[44, 4, 2]  # hot where the square is, in the middle third
+            for row in (10, 86):  # the other tiles are uniform: cold
+                assert heat[row, 16, 2] > heat[row, 16, 0]
+            assert h.metric("prd_batch_size_sum") == 1 + 3  # the squashed image, then its three tiles
+            # Given as alpha: its tiles at once, one pass. Given as beta (not tiled): squashed, another score.
+            given = await h.client.post("/score", files=[("file", ("t.png", png(tall)))], data={"category": "alpha"})
+            assert given.json()["results"][0]["score"] == pytest.approx(tiled_score, abs=1e-5)
+            assert h.metric("prd_batch_size_sum") == 4 + 3
+            squashed = await h.client.post("/score", files=[("file", ("t.png", png(tall)))], data={"category": "beta"})
+            assert squashed.json()["results"][0]["score"] != pytest.approx(tiled_score, abs=1e-3)
+            assert h.metric("prd_batch_size_sum") == 7 + 1
+
+    run(scenario())
+
+
+def test_a_request_whose_tiles_could_never_fit_the_queue_is_refused_with_a_reason(tmp_path: Path) -> None:
+    from tests.fixtures.tiny_bundle import make_tiny_bundle
+
+    store = tmp_path / "tiled"
+    make_tiny_bundle(store, max_tiles=4, tiled_categories=["alpha"])
+    tall = png(np.zeros((128, 32, 3), dtype=np.uint8))  # four tiles each
+
+    async def scenario() -> None:
+        async with serving(settings_for(store, queue_limit=6, max_files=2)) as h:
+            response = await h.score(("a.png", tall), ("b.png", tall), data={"category": "alpha"})
+            assert response.status_code == 413
+            assert "make 8 tiles" in response.json()["detail"] and "queue holds (6)" in response.json()["detail"]
+            ok = await h.score(("a.png", tall), data={"category": "alpha"})  # one image's four tiles fit
+            assert ok.status_code == 200
+
+    run(scenario())

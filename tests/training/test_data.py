@@ -125,6 +125,21 @@ def test_load_image_rejects_an_unreadable_file_naming_it(tmp_path: Path) -> None
         load_images([broken], SIZE, progress=False)
 
 
+def test_load_tiles_cuts_tall_images_into_aspect_kept_tiles(root: Path, tmp_path: Path) -> None:
+    samples = discover([root]).train  # texture_a: 3 squares, texture_b: 3 images 1.5× taller than wide
+    tiles = data.load_tiles(samples, SIZE, max_tiles=4, progress=False)
+    assert [layout.count for layout in tiles.layouts] == [1, 1, 1, 2, 2, 2]
+    assert tiles.images.shape == (9, SIZE, SIZE, 3)
+    assert tiles.owners.tolist() == [0, 1, 2, 3, 3, 4, 4, 5, 5]
+    assert tiles.tiles_of(4) == slice(5, 7)
+    one = data.load_tiles(samples, SIZE, max_tiles=1, progress=False)  # one squashed square each, as before
+    np.testing.assert_array_equal(one.images, load_images(samples, SIZE, progress=False))
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    with pytest.raises(DataError, match=f"{broken}: unreadable image"):
+        data.load_tiles([broken], SIZE, max_tiles=4, progress=False)
+
+
 def test_load_image_rejects_a_truncated_png(root: Path, tmp_path: Path) -> None:
     whole = (root / "texture_a" / "train" / "good" / "000.png").read_bytes()
     truncated = tmp_path / "truncated.png"

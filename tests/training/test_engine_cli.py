@@ -47,6 +47,11 @@ def test_fit_evaluate_writes_run_folder_and_report(dataset: Path, tmp_path: Path
     assert {"config.json", "checkpoint.pt", "log.jsonl", "training_data.json"} <= {p.name for p in run.iterdir()}
     epochs = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [e["epoch"] for e in epochs] == [0, 1]
+    trained = json.loads((run / "training_data.json").read_text())
+    # Both categories' photos share one frame, so both are tiled (written out); texture_b is 1.5× taller than
+    # wide: each of its images trains as two aspect-kept tiles, texture_a's (square) as one.
+    assert json.loads((run / "config.json").read_text())["tile_categories"] == ["texture_a", "texture_b"]
+    assert trained["training_tiles"] == trained["trained_on"] + trained["trained_on"] // 2
     assert main(["evaluate", str(run), "--report", str(tmp_path / "report")]) == 0
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
     assert set(metrics["categories"]) == {"texture_a", "texture_b"}
@@ -78,13 +83,23 @@ def test_fit_writes_its_taps_out_and_runs_saved_before_load_with_the_taps_they_w
     assert main(["fit", "--data", str(dataset), "--out", str(run), "--epochs", "1", *TINY]) == 0
     saved = json.loads((run / "config.json").read_text())
     assert saved["teacher_taps"] == [4, 10, 13]  # Lite0's defaults, written out: a later default cannot move them
-    older = {k: v for k, v in saved.items() if k not in ("memory_entries", "memory_per_category")}
+    older = {k: v for k, v in saved.items() if k not in ("memory_entries", "memory_per_category", "max_tiles")}
     config = TrainConfig.from_dict(older | {"teacher_taps": None})  # saved before the taps moved, before the memory
     assert (config.teacher_taps, config.memory_entries, config.memory_per_category) == ([3, 9, 13], 0, False)
+    assert (saved["max_tiles"], config.max_tiles) == (4, 1)  # runs saved before tiling squashed every image
     with_shared_memory = {k: v for k, v in saved.items() if k != "memory_per_category"}  # prd/4's run: one memory
     assert TrainConfig.from_dict(with_shared_memory).memory_per_category is False
     assert with_resolved_taps(TrainConfig(teacher="efficientnet_lite2")).teacher_taps == [4, 13, 18]
     assert with_resolved_taps(TrainConfig(teacher="wide_resnet50_2")).teacher_taps is None  # ResNets: fixed taps
+
+
+def test_tile_categories_can_be_chosen_or_switched_off(dataset: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    no_tiles = ["--tile-categories", ""]
+    assert main(["fit", "--data", str(dataset), "--out", str(run), "--epochs", "1", *no_tiles, *TINY]) == 0
+    assert json.loads((run / "config.json").read_text())["tile_categories"] == []
+    trained = json.loads((run / "training_data.json").read_text())
+    assert trained["training_tiles"] == trained["trained_on"]  # every image squashed into one square
 
 
 def test_max_minutes_stops_after_the_first_epoch(dataset: Path, tmp_path: Path) -> None:
@@ -117,6 +132,7 @@ def test_ablation_writes_one_table_for_prd_and_plain_rd(dataset: Path, tmp_path:
         (["--categories", "nope"], "nope"),
         (["--set", "no_such_field=1"], "no_such_field"),
         (["--holdout-fraction", "0"], "--memory-entries: the patch memory is scaled on held-out normal images"),
+        (["--tile-categories", "texture_a,nope"], "--tile-categories: ['nope'] not among the data's categories"),
     ],
 )
 def test_fit_bad_options_exit_2_with_one_line(
@@ -166,7 +182,7 @@ def test_patch_memory_is_built_from_training_patches_and_scaled_on_held_out_norm
     dataset: Path, tmp_path: Path
 ) -> None:
     from training.calibrate import holdout_split
-    from training.data import discover, load_images
+    from training.data import discover, load_tiles
     from training.model import load_run
 
     run = tmp_path / "run"
@@ -184,7 +200,7 @@ def test_patch_memory_is_built_from_training_patches_and_scaled_on_held_out_norm
     _, held_out = holdout_split(index.train, 0.1, validation=index.validation)
     model = load_run(run)
     with torch.no_grad():
-        fused = model(torch.from_numpy(load_images(held_out, 64, progress=False))).anomaly_map
+        fused = model(torch.from_numpy(load_tiles(held_out, 64, 4, progress=False).images)).anomaly_map
     # each part is 1 on average over the held-out normals, so the fused map averages 1 + α there
     assert float(fused.mean()) == pytest.approx(1 + 2, rel=0.05)
     assert main(["evaluate", str(run), "--report", str(tmp_path / "report")]) == 0

@@ -5,8 +5,12 @@
 Takes the run's own two components (student map over ``rd_scale``, memory map over ``memory_scale``, both smoothed;
 smoothing is linear, so mixing smoothed maps equals smoothing the mixed map) and prints mean and per-category image
 / pixel AUROC for the memory alone, the student map alone and ``rd + α · memory`` for each α, under each image-score
-rule. Nothing is retrained; the components are cached in RUN/component_maps.pt. Measures the choice of
-``memory_weight`` and ``score`` (``training/config.py``).
+rule. Each test image of a tiled category is cut into the run's tiles (``config.tiling``) and each component
+stitched back (``map_breakdown.tiled_component_maps``); the image score is taken on the stitched map, where overlaps
+are averaged (the graph takes the highest tile's score: the two agree except at an overlap's peak). Nothing is
+retrained; the components are cached in RUN/component_maps_tiled.pt (a run that tiles nothing: RUN/component_maps.pt,
+as before).
+Measures the choice of ``memory_weight`` and ``score`` (``training/config.py``).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import torch
 
 from training import data
 from training.model import load_run
-from training.research.map_breakdown import component_maps
+from training.research.map_breakdown import tiled_component_maps
 from training.research.memory_probe import SCORE_RULES, TestTruth
 
 
@@ -29,14 +33,16 @@ def main() -> None:
     parser.add_argument("--alphas", default="1,2,3,4,6")
     args = parser.parse_args()
     index = data.discover([Path(args.data)])
-    cache = args.run / "component_maps.pt"
+    model = load_run(args.run)
+    tiled = sorted(model.config.tiling.tiled_categories)
+    cache = args.run / ("component_maps_tiled.pt" if tiled else "component_maps.pt")
     if cache.is_file():
         saved = torch.load(cache)
     else:
-        model = load_run(args.run)
         if model.anomaly_map.memory is None:
             raise SystemExit(f"{args.run}: trained without a patch memory; nothing to fuse")
-        rd, memory = component_maps(model, data.load_images(index.test, model.input_size, progress=False))
+        rd, memory = tiled_component_maps(model, index.test)
+        assert memory is not None
         saved = {"rd": rd.half(), "memory": memory.half()}
         torch.save(saved, cache)
     rd, memory = saved["rd"].float(), saved["memory"].float()

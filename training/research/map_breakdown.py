@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
+from model_store.tiling import square_map, stitch_maps
 from training import data
 from training.model import PRDModel, load_run
 
@@ -45,6 +46,23 @@ def component_maps(
         rd.append(fusion.blur(student_map / fusion.rd_scale)[:, 0])
         memory.append(fusion.blur(memory_map / fusion.memory_scale)[:, 0])
     return torch.cat(rd), (torch.cat(memory) if memory else None)
+
+
+def tiled_component_maps(
+    model: PRDModel, samples: list[data.Sample], batch: int = 16
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``component_maps`` of each sample as the run scores it (``config.tiling``; by the sample's true category, which
+    the graph recognises for all 940 test images), each component stitched back on the image's aspect-kept canvas
+    and brought to S × S, the grid of ``TestTruth``'s masks."""
+    size, tiling = model.input_size, model.config.tiling
+    tiles = data.load_tiles(samples, size, [tiling.max_tiles_for(s.category) for s in samples], progress=False)
+    rd, memory = component_maps(model, tiles.images, batch)
+
+    def per_image(maps: torch.Tensor) -> torch.Tensor:
+        parts = (stitch_maps(maps[tiles.tiles_of(i)].numpy(), layout) for i, layout in enumerate(tiles.layouts))
+        return torch.from_numpy(np.stack([square_map(part, size) for part in parts]))
+
+    return per_image(rd), (None if memory is None else per_image(memory))
 
 
 def main() -> None:

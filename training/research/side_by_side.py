@@ -42,7 +42,14 @@ def main() -> None:
     started = time.monotonic()
     score_fn = score_fn_from_onnx(args.bundle / "model.onnx")
     index = discover([args.data])
-    ours = evaluate_scorer(score_fn, index, score_fn.size, args.out / "prd", model_categories=score_fn.categories)
+    ours = evaluate_scorer(
+        score_fn,
+        index,
+        score_fn.size,
+        args.out / "prd",
+        model_categories=score_fn.categories,
+        tiling=score_fn.tiling,
+    )
     prd_seconds = time.monotonic() - started
     started = time.monotonic()
     anchor_json = args.out / "anchor.json"
