@@ -16,10 +16,13 @@ from service.schemas import Problem
 SCORE_DESCRIPTION = """
 Send images as `multipart/form-data`: one in field `file`, or several in repeated `files` fields (PNG, JPEG, BMP,
 TIFF, WebP; gray, RGB, RGBA; 8 or 16 bit). Each image is decoded, resized to the model's input by the bundle's rule
-and scored together with images of other requests (micro-batching).
+and scored together with images of other requests (micro-batching). Images of the categories the bundle tiles
+(`GET /models`, `input.tiled_categories`) keep their aspect ratio: they are cut into overlapping tiles along their
+long side and answered with the highest tile's score and one heatmap stitched back at the image's own size.
 
 **Category**: `category` (form field or query) applies to every image of the request and must be one of the model's
-categories (see `GET /models`); without it, each image's category is recognised (closest category centroid).
+categories (see `GET /models`); without it, each image's category is recognised (closest category centroid) on the
+squashed image, whose tiles then follow when that category is tiled — naming the category saves that first pass.
 
 **Answers**
 - JSON (default): `{"model": {...}, "results": [...]}`, one result per image in upload order. With `?heatmap=true`
