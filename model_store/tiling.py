@@ -5,10 +5,12 @@ photo into one square shrinks its thin cracks and tiny cuts along the long side;
 its short side is ``size`` and cut into ``n`` evenly spaced, overlapping squares along the long side. Training,
 calibration, evaluation and the service all go through this module, so an image is cut the same way everywhere.
 
-Merging: the image's score is the highest tile score (the score is the map's peak, so this is the peak over the
-image); its map is the tiles' maps on the aspect-kept canvas, averaged where they overlap; its category
-similarity is the tiles' mean. ``max_tiles`` 1 is the plain squash of ``preprocess.resize_square``, bit for bit.
-Torch-free: the service imports it.
+Which images are cut is per category (``TilingPolicy``; ``fixed_frame`` says which at training): those whose
+photos share one frame; the others are squashed as before, and ``max_tiles`` 1 is the plain squash of
+``preprocess.resize_square``, bit for bit. Merging (``merge_tiles``): the image's score is the highest tile score
+(the score is the map's peak, so this is the peak over the image); its map is the tiles' maps on the aspect-kept
+canvas, averaged where they overlap; its category similarity is the tiles' mean — except in ``score_routed``,
+where the squashed image chose the category and keeps its similarity. Torch-free: the service imports it.
 """
 
 from __future__ import annotations
@@ -161,7 +163,8 @@ def score_routed(
     """Score full-size RGB images as the service does: each squashed first, then, if its category (given, else
     recognised from the squashed image; None without either) is a tiled one and its shape asks for several
     tiles, its tiles. The merged similarity is the squashed image's (it chose the category). ``images`` must not be
-    empty; ``run`` is called twice at most.
+    empty; ``run`` is called twice at most. With ``given``, the squashed pass still runs, where the service sends a
+    given tiled category's tiles at once; scores and maps are the same either way.
     """
     given = list(given) if given is not None else [None] * len(images)
     scores, maps, similarity = run(np.stack([resize_square(rgb, size) for rgb in images]))
