@@ -113,11 +113,31 @@ class MergedTiles:
     """Graph inputs the image was scored as."""
 
 
-def merge_tiles(scores: np.ndarray, maps: np.ndarray, similarity: np.ndarray | None, layout: TileLayout) -> MergedTiles:
+def merge_tiles(
+    scores: Sequence[float] | np.ndarray,
+    maps: Sequence[np.ndarray] | np.ndarray,
+    similarity: Sequence[np.ndarray] | np.ndarray | None,
+    layout: TileLayout,
+) -> MergedTiles:
     """Tiles' scores (n,), maps (n, S, S) and similarities (n, C) or None → the image's score, map and similarity."""
     scores = np.asarray(scores, np.float64).reshape(-1)
     merged_similarity = None if similarity is None else np.asarray(similarity, np.float64).mean(axis=0)
     return MergedTiles(float(scores.max()), stitch_maps(maps, layout), merged_similarity, layout.count)
+
+
+def merge_each(
+    scores: Sequence[float] | np.ndarray,
+    maps: Sequence[np.ndarray] | np.ndarray,
+    similarity: Sequence[np.ndarray] | np.ndarray | None,
+    layouts: Sequence[TileLayout],
+) -> list[MergedTiles]:
+    """Outputs of several images' tiles, one after the other as one run returns them → ``merge_tiles`` per image."""
+    merged, start = [], 0
+    for layout in layouts:
+        part = slice(start, start + layout.count)
+        start += layout.count
+        merged.append(merge_tiles(scores[part], maps[part], None if similarity is None else similarity[part], layout))
+    return merged
 
 
 FIXED_FRAME_SPREAD = 1.05
@@ -185,10 +205,6 @@ def score_routed(
     if not cut:
         return merged
     tile_scores, tile_maps, _ = run(np.concatenate([tiles for _, tiles, _ in cut]))
-    start = 0
-    for i, _, layout in cut:
-        part = slice(start, start + layout.count)
-        start += layout.count
-        tiled = merge_tiles(tile_scores[part], tile_maps[part], None, layout)
+    for (i, _, layout), tiled in zip(cut, merge_each(tile_scores, tile_maps, None, [c[2] for c in cut]), strict=True):
         merged[i] = MergedTiles(tiled.score, tiled.anomaly_map, merged[i].category_similarity, layout.count)
     return merged

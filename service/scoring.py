@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from model_store.manifest import GLOBAL_KEY, CategoryCalibration, Manifest
-from model_store.tiling import merge_tiles
+from model_store.tiling import merge_each
 from service.batching import Arrival, MicroBatcher
 from service.errors import InferenceFailed, TooManyFiles, UnknownCategory
 from service.imaging import FileProblem, PreparedImage, Upload, heatmap_png, prepare_all, retile
@@ -203,23 +203,14 @@ class Scorer:
 
 
 def _merged(images: list[PreparedImage], tile_predictions: list[Prediction]) -> list[Prediction]:
-    """One prediction per image from its tiles' (``model_store.tiling.merge_tiles``); a single tile is its own."""
-    merged, start = [], 0
-    for image in images:
-        part = tile_predictions[start : start + image.layout.count]
-        start += image.layout.count
-        if len(part) == 1:
-            merged.append(part[0])
-            continue
-        tiles = merge_tiles(
-            np.array([p.score for p in part]),
-            np.stack([p.anomaly_map for p in part]),
-            np.stack([p.category_similarity for p in part]),
-            image.layout,
-        )
-        assert tiles.category_similarity is not None  # given for every tile above
-        merged.append(Prediction(tiles.score, tiles.anomaly_map, tiles.category_similarity))
-    return merged
+    """One prediction per image from its tiles' (``model_store.tiling.merge_each``), in order."""
+    merged = merge_each(
+        [p.score for p in tile_predictions],
+        [p.anomaly_map for p in tile_predictions],
+        [p.category_similarity for p in tile_predictions],
+        [image.layout for image in images],
+    )
+    return [Prediction(m.score, m.anomaly_map, np.asarray(m.category_similarity)) for m in merged]
 
 
 def _encode_heatmaps(jobs: list[tuple[PreparedImage, Prediction, CategoryCalibration]]) -> dict[int, bytes]:
