@@ -11,9 +11,9 @@ Problems are found as early as they can be: the layout (missing roots, empty cat
 mask) when the index is built, unreadable pixels and masks of the wrong size when a file is loaded. Every problem
 is a ``DataError`` naming the path, so a bad dataset costs its owner one read of the message, not a traceback.
 
-Images become model inputs only through ``model_store.preprocess.load_model_input`` (one squashed square) or
-``model_store.tiling.cut_tiles`` (aspect-kept tiles, ``load_tiles``): the same decode, resize and cut the service
-applies to uploads, so training, evaluation and serving see identical pixels.
+Images become model inputs only through ``model_store.preprocess`` (``decode_rgb8``, then ``resize_square``: one
+squashed square) or ``model_store.tiling.cut_tiles`` (aspect-kept tiles, ``load_tiles``): the same decode, resize
+and cut the service applies to uploads, so training, evaluation and serving see identical pixels.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from model_store.preprocess import ImageDecodeError, decode_rgb8, load_model_input
+from model_store.preprocess import ImageDecodeError, decode_rgb8, resize_square
 from model_store.tiling import TileLayout, cut_tiles
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
@@ -216,12 +216,8 @@ def _read_bytes(path: Path) -> bytes:
 
 
 def load_image(path: Path, size: int) -> np.ndarray:
-    """Decode a file and squash it to size×size RGB uint8 with the bundle's resize rule."""
-    try:
-        pixels, _, _ = load_model_input(_read_bytes(path), size)
-    except ImageDecodeError as exc:
-        raise DataError(f"{path}: unreadable image: {exc}") from exc
-    return pixels
+    """Decode a file (``load_rgb``) and squash it to size×size RGB uint8 with the bundle's resize rule."""
+    return resize_square(load_rgb(path), size)
 
 
 def load_rgb(path: Path) -> np.ndarray:
