@@ -1,0 +1,167 @@
+"""Probe: where one category's pixel AUROC is lost, defect type by defect type, and what the patch memory can recover
+(research, CPU).
+
+    python -m training.research.defect_types runs/demo [--category magnetic_tile] [--entries 4096,16384]
+        [--pools 3,5] [--sigmas 4,8] [--data ../shared/data]
+
+Part 1, the run's own maps (the student map, the memory map, and the fused map ``rd + α · memory`` with the run's
+α), on the category's test images as the run scores them (``map_breakdown.tiled_component_maps``; read from the
+cache ``fusion_probe`` writes when present): pixel AUROC over the whole category, then per defect type (that type's
+images plus the good ones), each type's share of the category's defect pixels, and the median *within-image* AUROC
+(defect against normal pixels of one image): a map that cannot order one image's own pixels cannot localise that
+defect, however it is scaled.
+
+Part 2, patch-memory variants built for this category alone from the run's teacher on squashed images (the run's
+training split; scale: mean over its held-out normals, as ``engine.calibrate_map_scales``): entries by greedy
+coreset (``--entries``), local averaging of the teacher maps (``--pools``: 3 is the model's), smoothing σ
+(``--sigmas``; the student map is smoothed to the same σ for the fused row — Gaussians compose). Nothing is retrained.
+Categories the run tiles are refused in part 2 (their memories are built on tiles).
+Measured the limits of the magnetic-tile pixel AUROC for ``training/README.md``; output of the default run in
+``research/results/defect_types_prd6_cpu.txt``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import roc_auc_score
+
+from training import data
+from training.anomaly_map import GaussianBlur
+from training.engine import cache_teacher_features, held_out_samples, training_samples
+from training.memory import PatchMemory, as_rows, greedy_coreset
+from training.model import load_run
+from training.research.map_breakdown import tiled_component_maps
+
+
+def pooled_descriptors(features: list[torch.Tensor], pool: int) -> torch.Tensor:
+    """``memory.patch_descriptors`` with a ``pool`` × ``pool`` local average instead of 3 × 3."""
+    fine, coarse = (F.avg_pool2d(f, pool, 1, pool // 2) for f in features[:2])
+    coarse = F.interpolate(coarse, size=fine.shape[-2:], mode="bilinear", align_corners=False)
+    return torch.cat([fine, coarse], dim=1)
+
+
+class DefectTruth:
+    """The category's test masks (every 4th pixel of the S × S grid) and each image's defect type."""
+
+    def __init__(self, samples: list[data.Sample], size: int) -> None:
+        self.masks = np.stack([data.load_mask(s, size) for s in samples])[:, ::4, ::4] > 0
+        self.types = np.array([s.defect_type for s in samples])
+        self.labels = np.array([s.label for s in samples])
+        self.defects = sorted(set(self.types) - {"good"})
+
+    def shares(self) -> str:
+        total = self.masks.sum()
+        return " ".join(f"{t}:{self.masks[self.types == t].sum() / total:.0%}" for t in self.defects)
+
+    def line(self, name: str, maps: torch.Tensor) -> str:
+        pixels = maps[:, ::4, ::4].numpy()
+        image = roc_auc_score(self.labels, maps.flatten(1).max(1).values.numpy())
+        parts = [f"image {image:.3f} pixel {roc_auc_score(self.masks.ravel(), pixels.ravel()):.3f} |"]
+        for defect in self.defects:
+            chosen = (self.types == defect) | (self.types == "good")
+            pooled = roc_auc_score(self.masks[chosen].ravel(), pixels[chosen].ravel())
+            within = [
+                roc_auc_score(self.masks[i].ravel(), pixels[i].ravel())
+                for i in np.flatnonzero(self.types == defect)
+                if 0 < self.masks[i].mean() < 1
+            ]
+            parts.append(f"{defect} {pooled:.3f} (within {np.median(within):.2f})")
+        return f"{name:34s} " + " ".join(parts)
+
+
+def blur_to(maps: torch.Tensor, sigma: float, base_sigma: float) -> torch.Tensor:
+    """(N, S, S) maps smoothed at ``base_sigma`` brought to ``sigma`` (a second Gaussian of the difference)."""
+    if sigma <= base_sigma:
+        return maps
+    blur = GaussianBlur(math.sqrt(sigma**2 - base_sigma**2))
+    return torch.cat([blur(maps[i : i + 64, None])[:, 0] for i in range(0, len(maps), 64)])
+
+
+@torch.no_grad()
+def memory_map(
+    memory: PatchMemory, features: list[torch.Tensor], pool: int, size: int, blur: GaussianBlur
+) -> torch.Tensor:
+    out = []
+    for i in range(0, len(features[0]), 16):
+        query = pooled_descriptors([f[i : i + 16].float() for f in features], pool)
+        n, _, h, w = query.shape
+        distances = memory.nearest_distances(query.flatten(2).transpose(1, 2)).reshape(n, 1, h, w)
+        out.append(blur(F.interpolate(distances, size=(size, size), mode="bilinear", align_corners=False))[:, 0])
+    return torch.cat(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("run", type=Path, help="trained run with a patch memory")
+    parser.add_argument("--category", default="magnetic_tile")
+    parser.add_argument("--entries", default="4096,16384")
+    parser.add_argument("--pools", default="3,5")
+    parser.add_argument("--sigmas", default="4,8")
+    parser.add_argument("--data", default="../shared/data")
+    args = parser.parse_args()
+    started = time.monotonic()
+    model = load_run(args.run)
+    fusion = model.anomaly_map
+    if fusion.memory is None:
+        raise SystemExit(f"{args.run}: trained without a patch memory; nothing to break down")
+    index = data.discover([Path(args.data)])
+    if args.category not in index.categories:
+        raise SystemExit(f"--category {args.category!r}: not among {index.categories}")
+    size, alpha, sigma = model.input_size, fusion.memory_weight, model.config.map_sigma
+    chosen = [i for i, s in enumerate(index.test) if s.category == args.category]
+    samples = [index.test[i] for i in chosen]
+    tiled = bool(model.config.tiling.tiled_categories)
+    cache = args.run / ("component_maps_tiled.pt" if tiled else "component_maps.pt")
+    saved = torch.load(cache) if cache.is_file() else None  # fusion_probe's: every test image, in index order
+    if saved is not None and len(saved["rd"]) == len(index.test):
+        rd, memory = saved["rd"].float()[chosen], saved["memory"].float()[chosen]
+    else:  # no cache, or one written for other data
+        rd, maybe_memory = tiled_component_maps(model, samples)
+        assert maybe_memory is not None
+        memory = maybe_memory
+    truth = DefectTruth(samples, size)
+    print(f"{args.category}: share of defect pixels {truth.shares()}", flush=True)
+    print(truth.line("the run's student map", rd), flush=True)
+    print(truth.line("the run's memory", memory), flush=True)
+    print(truth.line(f"the run's rd + {alpha:g}·memory", rd + alpha * memory), flush=True)
+    if args.category in model.config.tiling.tiled_categories:
+        raise SystemExit(f"{args.category}: tiled by this run; the memory variants are built on squashed images")
+
+    def features_of(split: list[data.Sample]) -> list[torch.Tensor]:
+        images = data.load_images(split, size, progress=False)
+        return cache_teacher_features(model, images, torch.device("cpu"), progress=False)[:2]
+
+    train = features_of([s for s in training_samples(model.config, index) if s.category == args.category])
+    held = features_of([s for s in held_out_samples(model.config, index) if s.category == args.category])
+    test = features_of(samples)
+    print(f"features: {time.monotonic() - started:.0f} s", flush=True)
+    sigmas = [float(s) for s in args.sigmas.split(",")]
+    for pool in (int(p) for p in args.pools.split(",")):
+        rows = torch.cat(
+            [
+                as_rows(pooled_descriptors([f[i : i + 64].float() for f in train], pool)).half()
+                for i in range(0, len(train[0]), 64)
+            ]
+        )
+        for entries in (int(e) for e in args.entries.split(",")):
+            memory_bank = PatchMemory(entries, rows.shape[1])
+            memory_bank.set_entries(rows[greedy_coreset(rows, entries)].float())
+            for s in sigmas:
+                blur = GaussianBlur(s)
+                scale = memory_map(memory_bank, held, pool, size, blur).mean()
+                variant = memory_map(memory_bank, test, pool, size, blur) / scale
+                name = f"{entries} pool {pool} σ {s:g}"
+                print(truth.line(f"memory {name}", variant), flush=True)
+                print(truth.line(f"rd + {alpha:g}·memory {name}", blur_to(rd, s, sigma) + alpha * variant), flush=True)
+            print(f"  {time.monotonic() - started:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
