@@ -53,9 +53,10 @@ PROJECTION_DIM = 64
 CANDIDATES = 200_000
 
 
-def patch_descriptors(features: list[torch.Tensor]) -> torch.Tensor:
-    """(N, D, h, w) descriptors from the first two teacher maps: 3×3 averaged, coarse upsampled, concatenated."""
-    fine, coarse = (F.avg_pool2d(f, 3, 1, 1) for f in features[:2])
+def patch_descriptors(features: list[torch.Tensor], pool: int = 3) -> torch.Tensor:
+    """(N, D, h, w) descriptors from the first two teacher maps: ``pool`` × ``pool`` averaged (the model's: 3; odd),
+    coarse upsampled, concatenated."""
+    fine, coarse = (F.avg_pool2d(f, pool, 1, pool // 2) for f in features[:2])
     coarse = F.interpolate(coarse, size=fine.shape[-2:], mode="bilinear", align_corners=False)
     return torch.cat([fine, coarse], dim=1)
 
@@ -148,11 +149,12 @@ def greedy_coreset(
 
 
 @torch.no_grad()
-def training_patches(features: list[torch.Tensor], batch: int = 64) -> torch.Tensor:
-    """(M, D) float16 descriptors of every position of cached teacher features (any dtype), batch by batch."""
+def training_patches(features: list[torch.Tensor], batch: int = 64, pool: int = 3) -> torch.Tensor:
+    """(M, D) float16 descriptors (``patch_descriptors``) of every position of cached teacher features (any dtype),
+    batch by batch."""
     return torch.cat(
         [
-            as_rows(patch_descriptors([f[i : i + batch].float() for f in features])).half()
+            as_rows(patch_descriptors([f[i : i + batch].float() for f in features], pool)).half()
             for i in range(0, len(features[0]), batch)
         ]
     )

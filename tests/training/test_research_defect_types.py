@@ -1,20 +1,27 @@
-"""The defect-type probe's helpers: its descriptor at 3 × 3 is the model's, and its σ change composes Gaussians."""
+"""The defect-type probe's pieces: the memory descriptor's averaging width (3 is the model's) and its σ change,
+which composes Gaussians."""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from training.anomaly_map import GaussianBlur
-from training.memory import patch_descriptors
-from training.research.defect_types import blur_to, pooled_descriptors
+from training.memory import patch_descriptors, training_patches
+from training.research.defect_types import blur_to
 
 
-def test_pooled_descriptors_at_three_are_the_memory_descriptors() -> None:
+def test_patch_descriptors_average_over_the_pool_width_three_by_default() -> None:
     generator = torch.Generator().manual_seed(0)
     features = [torch.randn(2, 4, 16, 16, generator=generator), torch.randn(2, 6, 8, 8, generator=generator)]
-    assert torch.allclose(pooled_descriptors(features, 3), patch_descriptors(features))
-    assert pooled_descriptors(features, 5).shape == (2, 10, 16, 16)
-    assert not torch.allclose(pooled_descriptors(features, 5), patch_descriptors(features))
+    assert torch.allclose(patch_descriptors(features), patch_descriptors(features, 3))
+    assert torch.allclose(patch_descriptors(features, 3)[:, :4], F.avg_pool2d(features[0], 3, 1, 1))
+    assert torch.allclose(patch_descriptors(features, 1)[:, :4], features[0])
+    assert patch_descriptors(features, 5).shape == (2, 10, 16, 16)
+    assert not torch.allclose(patch_descriptors(features, 5), patch_descriptors(features))
+    rows = training_patches(features, pool=5)
+    assert rows.shape == (2 * 16 * 16, 10)
+    assert torch.allclose(rows[:256].float(), patch_descriptors(features, 5)[0].flatten(1).T, atol=1e-2)
 
 
 def test_blur_to_a_larger_sigma_matches_blurring_once() -> None:

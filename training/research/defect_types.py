@@ -35,16 +35,9 @@ from sklearn.metrics import roc_auc_score
 from training import data
 from training.anomaly_map import GaussianBlur
 from training.engine import cache_teacher_features, held_out_samples, training_samples
-from training.memory import PatchMemory, as_rows, greedy_coreset
+from training.memory import PatchMemory, greedy_coreset, patch_descriptors, training_patches
 from training.model import load_run
 from training.research.map_breakdown import tiled_component_maps
-
-
-def pooled_descriptors(features: list[torch.Tensor], pool: int) -> torch.Tensor:
-    """``memory.patch_descriptors`` with a ``pool`` × ``pool`` local average instead of 3 × 3."""
-    fine, coarse = (F.avg_pool2d(f, pool, 1, pool // 2) for f in features[:2])
-    coarse = F.interpolate(coarse, size=fine.shape[-2:], mode="bilinear", align_corners=False)
-    return torch.cat([fine, coarse], dim=1)
 
 
 class DefectTruth:
@@ -85,16 +78,20 @@ def blur_to(maps: torch.Tensor, sigma: float, base_sigma: float) -> torch.Tensor
 
 
 @torch.no_grad()
-def memory_map(
-    memory: PatchMemory, features: list[torch.Tensor], pool: int, size: int, blur: GaussianBlur
-) -> torch.Tensor:
+def distance_maps(memory: PatchMemory, features: list[torch.Tensor], pool: int, size: int) -> torch.Tensor:
+    """(N, 1, S, S) unsmoothed nearest-entry distances of descriptors averaged over ``pool`` × ``pool``."""
     out = []
     for i in range(0, len(features[0]), 16):
-        query = pooled_descriptors([f[i : i + 16].float() for f in features], pool)
+        query = patch_descriptors([f[i : i + 16].float() for f in features], pool)
         n, _, h, w = query.shape
         distances = memory.nearest_distances(query.flatten(2).transpose(1, 2)).reshape(n, 1, h, w)
-        out.append(blur(F.interpolate(distances, size=(size, size), mode="bilinear", align_corners=False))[:, 0])
+        out.append(F.interpolate(distances, size=(size, size), mode="bilinear", align_corners=False))
     return torch.cat(out)
+
+
+def smoothed(maps: torch.Tensor, blur: GaussianBlur) -> torch.Tensor:
+    """(N, 1, S, S) → (N, S, S) smoothed, 64 maps at a time."""
+    return torch.cat([blur(maps[i : i + 64])[:, 0] for i in range(0, len(maps), 64)])
 
 
 def main() -> None:
@@ -144,19 +141,15 @@ def main() -> None:
     print(f"features: {time.monotonic() - started:.0f} s", flush=True)
     sigmas = [float(s) for s in args.sigmas.split(",")]
     for pool in (int(p) for p in args.pools.split(",")):
-        rows = torch.cat(
-            [
-                as_rows(pooled_descriptors([f[i : i + 64].float() for f in train], pool)).half()
-                for i in range(0, len(train[0]), 64)
-            ]
-        )
+        rows = training_patches(train, pool=pool)
         for entries in (int(e) for e in args.entries.split(",")):
             memory_bank = PatchMemory(entries, rows.shape[1])
             memory_bank.set_entries(rows[greedy_coreset(rows, entries)].float())
+            held_maps = distance_maps(memory_bank, held, pool, size)  # the costly part, once for every σ
+            test_maps = distance_maps(memory_bank, test, pool, size)
             for s in sigmas:
                 blur = GaussianBlur(s)
-                scale = memory_map(memory_bank, held, pool, size, blur).mean()
-                variant = memory_map(memory_bank, test, pool, size, blur) / scale
+                variant = smoothed(test_maps, blur) / smoothed(held_maps, blur).mean()
                 name = f"{entries} pool {pool} σ {s:g}"
                 print(truth.line(f"memory {name}", variant), flush=True)
                 print(truth.line(f"rd + {alpha:g}·memory {name}", blur_to(rd, s, sigma) + alpha * variant), flush=True)
