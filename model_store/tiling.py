@@ -199,9 +199,9 @@ def score_routed(
         category = given[i]
         if category is None and similarity is not None:
             category = categories[int(np.argmax(similarity[i]))]
-        tiles, layout = cut_tiles(rgb, size, policy.max_tiles_for(category))
-        if layout.count > 1:
-            cut.append((i, tiles, layout))
+        limit = policy.max_tiles_for(category)
+        if tile_layout(rgb.shape[0], rgb.shape[1], size, limit).count > 1:  # else its squashed outputs stand
+            cut.append((i, *cut_tiles(rgb, size, limit)))
     if not cut:
         return merged
     tile_scores, tile_maps, _ = run(np.concatenate([tiles for _, tiles, _ in cut]))

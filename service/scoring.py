@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from model_store.manifest import GLOBAL_KEY, CategoryCalibration, Manifest
-from model_store.tiling import merge_each
+from model_store.tiling import merge_each, tile_layout
 from service.batching import Arrival, MicroBatcher
 from service.errors import InferenceFailed, TooManyFiles, UnknownCategory
 from service.imaging import FileProblem, PreparedImage, Upload, heatmap_png, prepare_all, retile
@@ -161,14 +161,17 @@ class Scorer:
         category)."""
         manifest, tiling, size = model.manifest, model.manifest.input.tiling, model.input_size
         chosen = [choose_category(p.category_similarity, None, manifest, self._min_similarity)[0] for p in squashed]
-        wanted = [i for i, category in enumerate(chosen) if tiling.max_tiles_for(category) > 1]
-        loop = asyncio.get_running_loop()
-        cut = await loop.run_in_executor(
-            self._pool, lambda: [retile(images[i], size, tiling.max_tiles_for(chosen[i])) for i in wanted]
-        )
-        again = [(i, image) for i, image in zip(wanted, cut, strict=True) if image.layout.count > 1]
-        if not again:
+        limits = [tiling.max_tiles_for(category) for category in chosen]
+        wanted = [  # recognised as tiled, and shaped for more than one tile (a square one stays as scored)
+            i
+            for i, (image, limit) in enumerate(zip(images, limits, strict=True))
+            if tile_layout(image.height, image.width, size, limit).count > 1
+        ]
+        if not wanted:
             return images, squashed
+        loop = asyncio.get_running_loop()
+        cut = await loop.run_in_executor(self._pool, lambda: [retile(images[i], size, limits[i]) for i in wanted])
+        again = list(zip(wanted, cut, strict=True))
         tiled = await self._predict(model, [image for _, image in again], guard, None)
         images, predictions = list(images), list(squashed)
         for (i, image), prediction in zip(again, tiled, strict=True):

@@ -300,10 +300,10 @@ def evaluate_scorer(
     started = time.perf_counter()
     report = _Report(list(model_categories or index.categories), fpr_limit)
     with tqdm(total=len(index.test), desc="evaluating", unit="img", disable=not progress) as bar:
+        policy = tiling or TilingPolicy()
         for name in index.categories:
             samples = index.samples("test", name)
             if samples:
-                policy = tiling or TilingPolicy()
                 scored = _score(score_fn, samples, size, batch_size, bar, report.model_categories, policy)
                 report.add(name, scored, size, report_dir)
             else:

@@ -139,6 +139,9 @@ def test_score_routed_tiles_only_images_whose_category_is_tiled() -> None:
     calls.clear()
     score_routed(run, [tall_red], 32, TilingPolicy(), [])  # nothing tiled: one squashed pass, no lookup
     assert calls == [1]
+    calls.clear()
+    [square] = score_routed(run, [tall_red[:32]], 32, policy, ["red", "green"])  # tiled category, one tile's shape
+    assert calls == [1] and square.tiles == 1  # its squashed pass stands: no second pass
 
 
 def test_a_manifest_may_only_tile_its_own_categories() -> None:

@@ -219,6 +219,10 @@ def test_tall_upload_of_a_tiled_category_is_scored_as_tiles_and_stitched_back(tm
             squashed = await h.client.post("/score", files=[("file", ("t.png", png(tall)))], data={"category": "beta"})
             assert squashed.json()["results"][0]["score"] != pytest.approx(tiled_score, abs=1e-3)
             assert h.metric("prd_batch_size_sum") == 7 + 1
+            # Recognised as alpha but square: one tile's shape, so its squashed pass stands (no second pass).
+            square = await h.score(("square.png", png(np.ascontiguousarray(tall[32:64]))))
+            assert square.json()["results"][0]["category"] == "alpha"
+            assert h.metric("prd_batch_size_sum") == 8 + 1
 
     run(scenario())
 
