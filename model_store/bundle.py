@@ -18,6 +18,10 @@ from model_store.manifest import Manifest
 
 MANIFEST_FILE = "manifest.json"
 
+DEFAULT_STORE = Path("model_store/repository")
+"""Where the bundles live in a clone: a Triton model repository (``<name>/config.pbtxt``, ``<name>/<version>/``)
+holding nothing else. Relative to the working directory, as every command in README is run from the clone's root."""
+
 
 class BundleError(RuntimeError):
     """A bundle that cannot be served; the message names the file and what is wrong."""

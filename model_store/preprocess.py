@@ -4,22 +4,32 @@ Everything after this (uint8 → float, normalisation, the model, the anomaly-ma
 so a file scored by ``training evaluate`` and by ``POST /score`` goes through identical code.
 
 Decoding uses OpenCV (PNG, JPEG, BMP, TIFF, WebP; 8/16-bit; gray, RGB, RGBA); Pillow only reads the header first
-so a decompression bomb is refused before any pixel is decoded. EXIF orientation is ignored: line cameras
-photograph parts in a fixed pose, and honouring a stray tag would rotate some images and not others.
+so a decompression bomb is refused before any pixel is decoded. The pixel limit is the caller's ``max_pixels``, per
+call: nothing here reads or sets Pillow's process-wide ``Image.MAX_IMAGE_PIXELS`` or the warnings filters, which
+belong to every other caller in the process. EXIF orientation is ignored: line cameras photograph parts in a fixed
+pose, and honouring a stray tag would rotate some images and not others.
 """
 
 from __future__ import annotations
 
 import io
+import struct
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 RESIZE_INTERPOLATION = cv2.INTER_AREA
 """The resize rule named ``cv2.INTER_AREA`` in manifests: area averaging when shrinking, bilinear-like when growing."""
 
-Image.MAX_IMAGE_PIXELS = None  # we enforce our own limit in ``read_header``, with a clear message
+DEFAULT_MAX_PIXELS = 2 * 89_478_485
+"""The pixel limit when a caller passes ``max_pixels=None`` (training and export reading their own files): Pillow's
+default refusal threshold, twice its default ``MAX_IMAGE_PIXELS`` (about 179 million pixels). A fixed number, so a
+huge file is still a clear ``too_many_pixels`` error, whatever any caller set Pillow's global to."""
+
+_BOMB_REFUSALS = (Image.DecompressionBombError, Image.DecompressionBombWarning)
+"""What Pillow raises from a reader or decoder that applies its global limit itself (the warning when filters make
+warnings errors)."""
 
 
 class ImageDecodeError(ValueError):
@@ -30,19 +40,49 @@ class ImageDecodeError(ValueError):
         self.kind = kind
 
 
+def _open_lazily(data: bytes) -> ImageFile.ImageFile:
+    """``Image.open`` without its size check: the format readers in Pillow's order, the header read, no pixels.
+
+    ``Image.open`` compares every size with the process-wide ``Image.MAX_IMAGE_PIXELS`` (a warning past it, an error
+    past twice it, the size lost with it); ``read_header`` compares with the caller's ``max_pixels`` instead. The few
+    readers that check the global themselves (WebP, MPO, animated GIF frames) may still raise ``_BOMB_REFUSALS``.
+    """
+    Image.preinit()  # BMP, GIF, JPEG, PPM, PNG first, as Image.open tries them
+    Image.init()
+    prefix = data[:16]
+    for fmt in list(Image.ID):
+        factory, accept = Image.OPEN[fmt]
+        accepted = accept is None or accept(prefix)
+        if not accepted or isinstance(accepted, str):  # a str is Pillow's "looks like it, but unsupported"
+            continue
+        try:
+            return factory(io.BytesIO(data), "")
+        except (SyntaxError, IndexError, TypeError, struct.error):  # not this format: try the next, as Image.open
+            continue
+    message = "cannot identify image file"
+    raise UnidentifiedImageError(message)
+
+
 def read_header(data: bytes, max_pixels: int | None = None) -> tuple[int, int, str]:
-    """Return (width, height, format) from the header alone; refuse empty data, non-images and oversized images."""
+    """Return (width, height, format) from the header alone; refuse empty data, non-images and oversized images.
+
+    ``max_pixels=None`` applies ``DEFAULT_MAX_PIXELS``, so a huge image is still an ``ImageDecodeError``.
+    """
     if not data:
         raise ImageDecodeError("empty", "the file is empty (0 bytes)")
+    limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with _open_lazily(data) as im:
             width, height, fmt = im.width, im.height, (im.format or "unknown")
+    except _BOMB_REFUSALS as exc:
+        message = f"image is over Pillow's pixel limit, which its reader for this format applies itself ({exc})"
+        raise ImageDecodeError("too_many_pixels", message) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageDecodeError("not_an_image", f"not a readable image ({exc.__class__.__name__})") from exc
     if width < 1 or height < 1:
         raise ImageDecodeError("bad_size", f"image has no pixels ({width}x{height})")
-    if max_pixels is not None and width * height > max_pixels:
-        message = f"image is {width}x{height} = {width * height} pixels, over the limit of {max_pixels}"
+    if width * height > limit:
+        message = f"image is {width}x{height} = {width * height} pixels, over the limit of {limit}"
         raise ImageDecodeError("too_many_pixels", message)
     return width, height, fmt
 
@@ -69,14 +109,21 @@ def to_rgb8(pixels: np.ndarray) -> np.ndarray:
 def _undecodable(data: bytes, width: int, height: int, fmt: str) -> ImageDecodeError:
     """Why OpenCV refused a file whose header is fine: a pixel layout it does not handle, or damaged data.
 
-    Pillow decodes the whole file to tell them apart (size already checked against the pixel limit): if it can,
-    the data is intact and the layout (e.g. a TIFF with 5 samples per pixel) is what we do not support.
+    Pillow decodes the whole file to tell them apart: if it can, the data is intact and the layout (e.g. a TIFF with
+    5 samples per pixel) is what we do not support. The size was checked against the caller's limit by
+    ``read_header`` first, and the file is opened the same way, so this decodes no more pixels than that limit
+    allows; a decoder that refuses by Pillow's own global limit (TIFF) makes it a clear error, not a crash.
     """
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with _open_lazily(data) as im:
             im.load()
             mode = im.mode
-    except (OSError, SyntaxError, ValueError):
+    except _BOMB_REFUSALS:
+        message = (
+            f"{fmt} image ({width}x{height}) could not be decoded; Pillow's own pixel limit stops the closer check"
+        )
+        return ImageDecodeError("corrupt", message)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         return ImageDecodeError("corrupt", f"{fmt} image ({width}x{height}) could not be decoded: truncated or corrupt")
     message = (
         f"{fmt} image ({width}x{height}, Pillow mode {mode}) has a pixel layout that cannot be decoded; "

@@ -17,34 +17,35 @@ import os
 from pathlib import Path
 from typing import Any
 
+from model_store.batching import BatchPolicy
 from model_store.bundle import MANIFEST_FILE, read_manifest, resolve_version
 from model_store.manifest import Manifest
 
 CONFIG_FILE = "config.pbtxt"
 PLATFORM = "onnxruntime_onnx"
-MAX_BATCH_SIZE = 16
-MAX_QUEUE_DELAY_US = 2000
 
 
 class TritonConfigError(ValueError):
     """A config.pbtxt that Triton would refuse or that disagrees with the bundle; the message names the file."""
 
 
-def render_config(
-    manifest: Manifest, max_batch_size: int = MAX_BATCH_SIZE, queue_delay_us: int = MAX_QUEUE_DELAY_US
-) -> str:
+def render_config(manifest: Manifest, batching: BatchPolicy | None = None) -> str:
     """Triton config for a manifest. Dims exclude the batch dimension (``max_batch_size > 0`` adds it).
+
+    ``batching`` (default: the service's defaults, ``model_store/batching.py``) gives ``max_batch_size`` and the
+    dynamic batcher's queue delay, the service's batch size and batch window.
 
     ``score`` is (N,) in the graph; Triton needs non-empty dims, so it is declared ``[1]`` with an empty reshape,
     the documented way to describe a batch-only tensor.
     """
+    batching = batching or BatchPolicy()
     size, channels = manifest.input.height, manifest.input.channels
     outputs = manifest.outputs
     return "\n".join(
         [
             f'name: "{manifest.name}"',
             f'platform: "{PLATFORM}"',
-            f"max_batch_size: {max_batch_size}",
+            f"max_batch_size: {batching.max_batch_size}",
             "version_policy: { latest: { num_versions: 1 } }",
             "input [",
             f'  {{ name: "{manifest.input.name}" data_type: TYPE_UINT8 format: FORMAT_NHWC '
@@ -55,19 +56,23 @@ def render_config(
             f'  {{ name: "{outputs.anomaly_map}" data_type: TYPE_FP32 dims: [ 1, {size}, {manifest.input.width} ] }},',
             f'  {{ name: "{outputs.category_similarity}" data_type: TYPE_FP32 dims: [ {len(manifest.categories)} ] }}',
             "]",
-            f"dynamic_batching {{ max_queue_delay_microseconds: {queue_delay_us} }}",
+            f"dynamic_batching {{ max_queue_delay_microseconds: {batching.queue_delay_us} }}",
             "instance_group [ { count: 1 kind: KIND_AUTO } ]",
             "",
         ]
     )
 
 
-def write_config(store: Path, name: str) -> Path:
-    """(Re)write ``<store>/<name>/config.pbtxt`` for the latest version, checked, replacing the old one atomically."""
+def write_config(store: Path, name: str, batching: BatchPolicy | None = None) -> Path:
+    """(Re)write ``<store>/<name>/config.pbtxt`` for the latest version, checked, replacing the old one atomically.
+
+    ``batching`` defaults to ``BatchPolicy.from_env()``: the ``PRD_MAX_BATCH_SIZE`` / ``PRD_BATCH_WINDOW_MS`` the
+    service reads, so an export run with the service's environment writes the service's batching.
+    """
     directory = resolve_version(Path(store), name, "latest")
     manifest = read_manifest(directory / MANIFEST_FILE)
     path = Path(store) / name / CONFIG_FILE
-    text = render_config(manifest)
+    text = render_config(manifest, batching or BatchPolicy.from_env())
     check_config(text, manifest, where=path)
     temporary = path.with_name(f".{CONFIG_FILE}.tmp")
     temporary.write_text(text)

@@ -22,8 +22,8 @@ from service.config import Settings
 from service.errors import ModelUnavailable, install_error_handlers
 from service.metrics import HttpMetricsMiddleware, ServiceMetrics
 from service.model_manager import ModelLoader, ModelManager
-from service.routes import health, models, score
-from service.routes.docs import problem_json_openapi
+from service.routes import health, models, review, score
+from service.routes.docs import install_docs, problem_json_openapi
 from service.state import ServiceState
 
 logger = logging.getLogger("service.app")
@@ -89,13 +89,17 @@ def create_app(
     """
     settings = settings or Settings()
     metrics = ServiceMetrics(registry if registry is not None else _default_registry())
-    app = FastAPI(title="PRD Inspect", version="1", description=DESCRIPTION, lifespan=lifespan)
+    # /docs and /redoc come from install_docs: their assets are served by the app, not fetched from a CDN.
+    app = FastAPI(
+        title="PRD Inspect", version="1", description=DESCRIPTION, lifespan=lifespan, docs_url=None, redoc_url=None
+    )
     app.state.prd = ServiceState(settings=settings, metrics=metrics, manager=ModelManager(settings, metrics, loader))
     install_error_handlers(app, metrics)
-    for router in (score.router, models.router, health.router):
+    for router in (score.router, models.router, health.router, review.router):
         app.include_router(router)
     app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
-    app.openapi = lambda: problem_json_openapi(app)  # type: ignore[method-assign]
+    install_docs(app)
+    app.openapi = lambda: problem_json_openapi(app, bool(settings.api_key_set))  # type: ignore[method-assign]
     return app
 
 

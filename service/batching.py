@@ -7,8 +7,11 @@ while their upload is read and decoded), whichever comes first: a lone request i
 coming. While one batch runs (in a dedicated thread, off the event loop), new images queue up and leave together
 as soon as it returns, so under load batches fill by themselves.
 
-Guarantees: the queue is bounded (``queue_limit`` images; a request that does not fit is refused at once with
-``QueueFull``, never parked); every image gets exactly one result or one exception; an image whose request was
+Guarantees: admission is decided once per request on its whole work (``reserve``: every graph input it may
+submit, second pass included), against two bounds: ``queue_limit`` inputs queued or reserved, and
+``max_queue_wait_s`` of estimated wait (inputs ahead × the recent inference time per input). A request that does not
+fit is refused at once with ``QueueFull``, never parked; an admitted one is never refused half way. Every image
+gets exactly one result or one exception; an image whose request was
 cancelled (client gone) before its batch was formed is skipped, never run; a batch only holds images prepared for
 the same model object, so a hot reload never mixes sizes and in-flight requests finish on the model they started
 with; ``stop`` refuses new work and answers what is queued (or fails it, after the drain timeout).
@@ -68,13 +71,40 @@ class Arrival:
             self._batcher._wakeup.set()
 
 
+class Reservation:
+    """Graph inputs one admitted request may still submit; counted against the queue's bounds until used or released."""
+
+    def __init__(self, batcher: MicroBatcher, units: int) -> None:
+        self._batcher = batcher
+        self.units = units
+        batcher._reserved += units
+
+    def use(self, n_inputs: int) -> None:
+        """``n_inputs`` are being queued now: they count as queued instead of reserved."""
+        used = min(n_inputs, self.units)
+        self.units -= used
+        self._batcher._reserved -= used
+
+    def release(self) -> None:
+        """The request is done (or will submit nothing more): free what it did not use. Idempotent."""
+        self._batcher._reserved -= self.units
+        self.units = 0
+
+
 class MicroBatcher:
     """Bounded queue + one batching loop + one inference thread."""
 
     def __init__(
-        self, *, max_batch_size: int, batch_window_s: float, queue_limit: int, metrics: ServiceMetrics
+        self,
+        *,
+        max_batch_size: int,
+        batch_window_s: float,
+        queue_limit: int,
+        metrics: ServiceMetrics,
+        max_queue_wait_s: float | None = None,
     ) -> None:
         self.max_batch_size = max_batch_size
+        self.max_queue_wait_s = max_queue_wait_s
         self.batch_window_s = batch_window_s
         self.queue_limit = queue_limit
         self._metrics = metrics
@@ -85,11 +115,18 @@ class MicroBatcher:
         self._stopping = False
         self._seconds_per_image = 0.0
         self._on_way = 0
+        self._reserved = 0
+        self._running = 0
 
     @property
     def depth(self) -> int:
         """Images waiting (including cancelled ones not yet skipped)."""
         return len(self._queue)
+
+    @property
+    def load(self) -> int:
+        """Graph inputs queued or reserved by admitted requests (what ``queue_limit`` bounds)."""
+        return len(self._queue) + self._reserved
 
     @property
     def accepting(self) -> bool:
@@ -99,32 +136,72 @@ class MicroBatcher:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="prd-batcher")
 
-    def check_room(self, n_images: int) -> None:
-        """Raise ``QueueFull``/``ShuttingDown`` now if ``n_images`` could not be queued (cheap early refusal)."""
+    def check_room(self, n_images: int, estimated: bool = False) -> None:
+        """Raise ``QueueFull``/``ShuttingDown`` now if ``n_images`` could not be queued (``estimated``: a guess at
+        a request's size before its files are read, for the cheap early refusal)."""
         if self._stopping:
             raise ShuttingDown("the service is shutting down and takes no new images; retry on another instance")
-        if len(self._queue) + n_images > self.queue_limit:
-            seconds = self.retry_after_s()
-            detail = (
-                f"{len(self._queue)} images are waiting for inference (limit {self.queue_limit}); "
-                f"this request adds {n_images}. Retry after {seconds} s."
-            )
-            raise QueueFull(detail, headers={"Retry-After": str(seconds)})
+        ahead = self.load
+        if ahead + n_images > self.queue_limit:
+            reason = f"{ahead} graph inputs are queued or reserved (limit {self.queue_limit})"
+        elif self.max_queue_wait_s is not None and self.estimated_wait_s(n_images) > self.max_queue_wait_s:
+            wait = self.estimated_wait_s(n_images)
+            reason = f"its inputs would wait about {wait:.1f} s for inference (limit {self.max_queue_wait_s:g} s)"
+        else:
+            return
+        seconds = self.retry_after_s()
+        needs = (
+            f"a request like the recent ones needs about {n_images}" if estimated else f"this request needs {n_images}"
+        )
+        detail = f"the service is at capacity: {reason}; {needs}. Retry after {seconds} s."
+        raise QueueFull(detail, headers={"Retry-After": str(seconds)})
+
+    def estimated_wait_s(self, n_inputs: int = 0) -> float:
+        """Seconds until the work queued, reserved and running and ``n_inputs`` more are through inference, at the
+        recent time per input (0 before any batch has run)."""
+        return (self.load + self._running + n_inputs) * self._seconds_per_image
 
     def retry_after_s(self) -> int:
-        """Whole seconds until the current queue is likely processed (at least 1)."""
-        return max(1, math.ceil(len(self._queue) * self._seconds_per_image))
+        """Whole seconds until the current work is likely processed (at least 1)."""
+        return max(1, math.ceil(self.estimated_wait_s()))
+
+    def reserve(self, n_inputs: int) -> Reservation:
+        """Admit a request's whole work now or refuse it (``QueueFull``/``ShuttingDown``); release when done."""
+        self.check_room(n_inputs)
+        return Reservation(self, n_inputs)
 
     def announce(self, n_images: int = 1) -> Arrival:
         """Tell the batcher images are coming, so a waiting batch holds its window for them."""
         return Arrival(self, n_images)
 
-    async def submit(self, model: Predictor, images: Sequence[np.ndarray], arrival: Arrival | None = None) -> list[Any]:
-        """Queue all images of one request (all or none) and wait for their predictions, in order."""
-        self.check_room(len(images))
+    async def submit(
+        self,
+        model: Predictor,
+        images: Sequence[np.ndarray],
+        arrival: Arrival | None = None,
+        reservation: Reservation | None = None,
+        front: bool = False,
+    ) -> list[Any]:
+        """Queue all images of one request (all or none) and wait for their predictions, in order.
+
+        Inputs covered by ``reservation`` were admitted already and are queued even while draining (an admitted
+        request is finished); others are checked against the bounds now. ``front`` queues them ahead of every
+        waiting image: a request's second pass finishes work already under way instead of waiting out the queue a
+        second time, so an admitted request waits for the queue once.
+        """
+        covered = reservation.units if reservation is not None else 0
+        if len(images) > covered:
+            self.check_room(len(images) - covered)
+        if self._task is None or self._task.done():
+            raise ShuttingDown("the service shut down before these images were scored; retry")
+        if reservation is not None:
+            reservation.use(len(images))
         loop = asyncio.get_running_loop()
         items = [_Item(model, image, loop.create_future()) for image in images]
-        self._queue.extend(items)
+        if front:
+            self._queue.extendleft(reversed(items))
+        else:
+            self._queue.extend(items)
         if arrival is not None:
             arrival.settle()
         self._metrics.queue_depth.set(len(self._queue))
@@ -194,6 +271,7 @@ class MicroBatcher:
         model = batch[0].model
         loop = asyncio.get_running_loop()
         start = time.perf_counter()
+        self._running = len(batch)
         try:
             stacked = np.stack([item.image for item in batch])
             predictions = await loop.run_in_executor(self._executor, model.predict, stacked)
@@ -206,6 +284,8 @@ class MicroBatcher:
             logger.exception("inference failed for a batch of %d", len(batch))
             _fail(batch, InferenceFailed(f"inference failed for a batch of {len(batch)} images: {exc}"))
             return
+        finally:
+            self._running = 0
         elapsed = time.perf_counter() - start
         self._metrics.inference.observe(elapsed)
         self._seconds_per_image = 0.8 * self._seconds_per_image + 0.2 * elapsed / len(batch)

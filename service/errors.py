@@ -53,6 +53,18 @@ class TooManyFiles(ServiceError):
     status, title, slug, reject_reason = 413, "Too many files", "too-many-files", "too_many_files"
 
 
+class TooManyPixels(ServiceError):
+    """The request's files hold more pixels together than one request may (read from their headers)."""
+
+    status, title, slug, reject_reason = 413, "Too many pixels", "too-many-pixels", "too_many_pixels"
+
+
+class RequestTimeout(ServiceError):
+    """The body did not arrive within ``PRD_BODY_TIMEOUT_S`` (a stalled or deliberately slow client)."""
+
+    status, title, slug, reject_reason = 408, "Request body too slow", "request-timeout", "body_timeout"
+
+
 class UnsupportedMediaType(ServiceError):
     status, title, slug = 415, "Expected multipart/form-data", "unsupported-media-type"
 
@@ -76,7 +88,7 @@ class BadImages(ServiceError):
 class ClientDisconnected(ServiceError):
     """The client went away before its images were scored (nginx's 499: nobody reads this answer)."""
 
-    status, title, slug = 499, "Client closed request", "client-disconnected"
+    status, title, slug, reject_reason = 499, "Client closed request", "client-disconnected", "client_closed"
 
 
 class ModelUnavailable(ServiceError):
@@ -123,7 +135,7 @@ def install_error_handlers(app: FastAPI, metrics: ServiceMetrics) -> None:
         assert isinstance(exc, ServiceError)
         if exc.reject_reason:
             metrics.record_rejected(exc.reject_reason)
-        if exc.status >= 500:
+        if exc.status >= 500 and not exc.reject_reason:  # refusals (503 at capacity, draining) are counted, not logged
             logger.error("%s %s: %s", request.method, request.url.path, exc.detail)
         return problem_response(
             exc.status,

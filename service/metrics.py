@@ -14,7 +14,17 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-REJECT_REASONS = ("queue_full", "too_large", "too_many_files", "unauthorized", "shutting_down", "not_ready")
+REJECT_REASONS = (
+    "queue_full",
+    "too_large",
+    "too_many_files",
+    "too_many_pixels",
+    "unauthorized",
+    "shutting_down",
+    "not_ready",
+    "body_timeout",
+    "client_closed",
+)
 DECODE_KINDS = ("empty", "not_an_image", "corrupt", "too_many_pixels", "unsupported_mode", "bad_size")
 UNMATCHED_ROUTE = "unmatched"
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})

@@ -3,7 +3,9 @@
 A reload builds the new model completely — bundle checks, session, warm-up — in a worker thread while the old
 one keeps serving, then swaps one reference. Requests hold the model they started with (the batcher never mixes
 models in one batch), so in-flight requests finish on the old session, which is freed when the last one is done.
-A bundle that cannot be served leaves the current model in place and says why.
+A bundle that cannot be served — refused by its checks, a version folder whose manifest names another version,
+unreadable files, a session or warm-up that fails — leaves the current model in place and says why: at start-up
+``/readyz`` stays 503 with the reason (paths relative to the store, since anyone may read it), on reload a 409.
 """
 
 from __future__ import annotations
@@ -54,6 +56,12 @@ class ModelManager:
         """Blocking: verify bundle, open session, warm up (runs in a worker thread)."""
         settings = self._settings
         bundle = load_bundle(settings.model_store, settings.model_name, version)
+        if bundle.directory.name != str(bundle.manifest.version):
+            message = (
+                f"{bundle.directory}: the folder is version {bundle.directory.name} but its manifest says version "
+                f"{bundle.manifest.version}; rename the folder or fix the manifest"
+            )
+            raise BundleError(message)
         current = self.current
         if current is not None and _same_bundle(current.bundle, bundle):
             return current
@@ -68,12 +76,15 @@ class ModelManager:
             previous = self.current
             try:
                 model = await asyncio.to_thread(self._build, wanted)
-            except BundleError as exc:
+            except Exception as exc:  # BundleError, OSError, an ONNX Runtime error in warm-up: all "cannot serve"
+                reason = str(exc) if isinstance(exc, BundleError) else f"{exc.__class__.__name__}: {exc}"
+                if not isinstance(exc, BundleError):
+                    logger.warning("loading %s version %s failed", self._settings.model_name, wanted, exc_info=exc)
                 if previous is None:
-                    self.not_ready_reason = f"no model could be loaded: {exc}"
+                    self.not_ready_reason = f"no model could be loaded: {self._relative(reason)}"
                     self._metrics.model_ready.set(0)
                 kept = f"; still serving {previous.manifest.name} v{previous.manifest.version}" if previous else ""
-                raise ModelUnavailable(f"{exc}{kept}") from exc
+                raise ModelUnavailable(f"{reason}{kept}") from exc
             self.current = model
             self._metrics.set_model(model.manifest.name, model.manifest.version, model.provider)
         changed = model is not previous
@@ -86,6 +97,13 @@ class ModelManager:
                 model.bundle.directory,
             )
         return SwapResult(previous=previous, current=model, changed=changed)
+
+    def _relative(self, reason: str) -> str:
+        """``reason`` with the store's absolute path left out (``/readyz`` is open to anonymous callers)."""
+        store = self._settings.model_store
+        for prefix in {str(store.resolve()), str(store.absolute()), str(store)}:
+            reason = reason.replace(prefix.rstrip("/") + "/", "")
+        return reason
 
     async def load_initial(self) -> None:
         """First load at startup; failure leaves the service up but not ready, with the reason in ``/readyz``."""

@@ -1,46 +1,25 @@
-"""ONNX Runtime: the only module that imports it. Opens a bundle's graph, picks providers, runs batches.
+"""The bundle in service: its graph opened with the configured providers (``model_store.session``, the wrapper
+training runs too) and its scoring rule's planner, with the operator's similarity floor when one is set.
 
 Provider choice: the requested list (``PRD_PROVIDERS``, CUDA then CPU by default) filtered to what this
-onnxruntime build has; CPU is always appended as the last resort. ONNX Runtime itself drops a provider that fails
-to initialise (no driver, no GPU) — ``session.get_providers()[0]`` is therefore what really runs and is what we
-report. With CUDA the batch is copied to the GPU once as an ``OrtValue`` and outputs are bound to the GPU through
-I/O binding, then copied back in one step (``copy_outputs_to_cpu``); on CPU a plain ``session.run`` is already
-zero-copy.
+onnxruntime build has; CPU is always appended as the last resort, and a session that fails to open with the
+requested list is opened again on CPU alone. ``provider`` is what really runs and is what we report.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import numpy as np
-import onnxruntime as ort
 
 from model_store.bundle import Bundle, BundleError, verify_graph_io
 from model_store.manifest import Manifest
+from model_store.outputs import GraphOutputs
+from model_store.planner import Planner
+from model_store.session import CPU, GraphSession, available_providers, session_options
 from service.config import Settings
 
-CPU = "CPUExecutionProvider"
-CUDA = "CUDAExecutionProvider"
 logger = logging.getLogger("service.runtime")
-
-
-@dataclass(frozen=True)
-class BatchOutputs:
-    """Graph outputs of one run, float32: score (N,), anomaly_map (N,S,S), category_similarity (N,C)."""
-
-    score: np.ndarray
-    anomaly_map: np.ndarray
-    category_similarity: np.ndarray
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """The graph's answer for one image."""
-
-    score: float
-    anomaly_map: np.ndarray
-    category_similarity: np.ndarray
 
 
 def choose_providers(requested: tuple[str, ...], available: list[str]) -> list[str]:
@@ -53,17 +32,16 @@ def choose_providers(requested: tuple[str, ...], available: list[str]) -> list[s
 
 
 class OnnxModel:
-    """A bundle opened in an ONNX Runtime session; ``predict`` is called from one inference thread at a time."""
+    """A bundle opened for serving; ``predict`` is called from one inference thread at a time."""
 
-    def __init__(self, bundle: Bundle, session: ort.InferenceSession, requested: list[str], device_id: int) -> None:
+    def __init__(self, bundle: Bundle, session: GraphSession, requested: list[str], planner: Planner) -> None:
         self.bundle = bundle
         self.session = session
         self.requested_providers = requested
-        self.providers: list[str] = session.get_providers()
-        self.provider = self.providers[0]
-        self.device_id = device_id
-        outputs = bundle.manifest.outputs
-        self._output_names = [outputs.score, outputs.anomaly_map, outputs.category_similarity]
+        self.providers = session.providers
+        self.provider = session.provider
+        self.planner = planner
+        """The bundle's scoring rule (``PRD_RECOGNITION_MIN_SIMILARITY`` replaces its floor when set)."""
 
     @property
     def manifest(self) -> Manifest:
@@ -73,29 +51,13 @@ class OnnxModel:
     def input_size(self) -> int:
         return self.manifest.input.height
 
-    def infer(self, batch: np.ndarray) -> BatchOutputs:
+    def infer(self, batch: np.ndarray) -> GraphOutputs:
         """One ONNX Runtime run on a uint8 (N,S,S,3) batch."""
-        if self.provider == CUDA:
-            arrays = self._run_cuda(batch)
-        else:
-            arrays = self.session.run(self._output_names, {self.manifest.input.name: batch})
-        score, anomaly_map, similarity = (np.asarray(a, dtype=np.float32) for a in arrays)
-        return BatchOutputs(score.reshape(-1), anomaly_map.reshape(len(batch), *anomaly_map.shape[-2:]), similarity)
+        return self.session.run(batch)
 
-    def _run_cuda(self, batch: np.ndarray) -> list[np.ndarray]:
-        binding = self.session.io_binding()
-        on_gpu = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(batch), "cuda", self.device_id)
-        binding.bind_ortvalue_input(self.manifest.input.name, on_gpu)
-        for name in self._output_names:
-            binding.bind_output(name, "cuda", self.device_id)
-        self.session.run_with_iobinding(binding)
-        return binding.copy_outputs_to_cpu()
-
-    def predict(self, batch: np.ndarray) -> list[Prediction]:
-        out = self.infer(batch)
-        return [
-            Prediction(float(out.score[i]), out.anomaly_map[i], out.category_similarity[i]) for i in range(len(batch))
-        ]
+    def predict(self, batch: np.ndarray) -> list[GraphOutputs]:
+        """One run, handed back per input (the batcher answers each request its own rows)."""
+        return self.infer(batch).rows()
 
     def warm_up(self, runs: int, max_batch_size: int) -> None:
         """Run zeros at batch 1 and at the largest batch (allocates arenas), checking output shapes on the way."""
@@ -105,7 +67,7 @@ class OnnxModel:
                 out = self.infer(np.zeros((batch_size, size, size, 3), dtype=np.uint8))
                 self._check_shapes(out, batch_size)
 
-    def _check_shapes(self, out: BatchOutputs, n: int) -> None:
+    def _check_shapes(self, out: GraphOutputs, n: int) -> None:
         size, n_categories = self.input_size, len(self.manifest.categories)
         expected = {"score": (n,), "anomaly_map": (n, size, size), "category_similarity": (n, n_categories)}
         actual = {
@@ -122,48 +84,26 @@ class OnnxModel:
             raise BundleError(message)
 
 
-def session_options(settings: Settings) -> ort.SessionOptions:
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.intra_op_num_threads = settings.intra_op_threads
-    options.inter_op_num_threads = settings.inter_op_threads
-    options.log_severity_level = 3
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if settings.intra_op_spinning else "0")
-    return options
-
-
-def _provider_config(names: list[str], device_id: int) -> list[str | tuple[str, dict[str, str]]]:
-    return [(name, {"device_id": str(device_id)}) if name == CUDA else name for name in names]
-
-
 def open_model(bundle: Bundle, settings: Settings) -> OnnxModel:
     """Open the bundle's graph with the best available provider; any failure is a ``BundleError`` naming the file."""
-    requested = choose_providers(settings.provider_names, ort.get_available_providers())
-    path = str(bundle.onnx_path)
+    requested = choose_providers(settings.provider_names, available_providers())
     attempts = [requested] if requested == [CPU] else [requested, [CPU]]
+    options = (settings.intra_op_threads, settings.inter_op_threads, settings.intra_op_spinning)
     errors: list[str] = []
     for providers in attempts:
         try:
-            session = ort.InferenceSession(
-                path,
-                sess_options=session_options(settings),
-                providers=_provider_config(providers, settings.cuda_device_id),
+            session = GraphSession(
+                bundle.onnx_path, providers, session_options(*options), settings.cuda_device_id, bundle.manifest.outputs
             )
             break
-        except Exception as exc:  # onnxruntime raises its own untyped pybind errors
+        except BundleError as exc:
             errors.append(f"{providers}: {exc}")
-            logger.warning("cannot open %s with %s: %s", path, providers, exc)
+            logger.warning("cannot open %s with %s: %s", bundle.onnx_path, providers, exc)
     else:
-        message = f"{path}: ONNX Runtime cannot load the graph ({'; '.join(errors)})"
-        raise BundleError(message)
-    verify_graph_io(
-        bundle,
-        [arg.name for arg in session.get_inputs()],
-        [arg.type for arg in session.get_inputs()],
-        [arg.name for arg in session.get_outputs()],
-    )
-    model = OnnxModel(bundle, session, requested, settings.cuda_device_id)
+        raise BundleError(f"{bundle.onnx_path}: ONNX Runtime cannot load the graph ({'; '.join(errors)})")
+    verify_graph_io(bundle, session.input_names, session.input_types, session.output_names)
+    planner = bundle.manifest.planner(settings.recognition_min_similarity)
+    model = OnnxModel(bundle, session, requested, planner)
     if model.provider != requested[0]:
-        logger.warning("%s runs on %s (requested %s)", path, model.provider, requested)
+        logger.warning("%s runs on %s (requested %s)", bundle.onnx_path, model.provider, requested)
     return model

@@ -6,7 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-CategorySource = Literal["given", "recognised", "unknown"]
+from model_store.outputs import CategorySource
+from model_store.planner import ScoringRule
 
 _RESULT_EXAMPLE = {
     "index": 0,
@@ -17,6 +18,9 @@ _RESULT_EXAMPLE = {
     "normalized_score": 0.71,
     "threshold": 0.3518,
     "is_anomalous": True,
+    "false_alarm_probability": 0.0,
+    "category_similarity": 0.93,
+    "unknown_part": False,
     "width": 900,
     "height": 900,
     "heatmap_png": None,
@@ -40,14 +44,44 @@ class ImageResult(BaseModel):
         description="'given' (request), 'recognised' (closest category centroid) or 'unknown' (global calibration)."
     )
     score: float = Field(description="Raw anomaly score of the model.")
-    normalized_score: float = Field(description="0 = a typical normal part, 0.5 = the threshold, 1 = far above.")
+    normalized_score: float = Field(
+        description="The score on the category's scale, linear and clipped: 0 = the median held-out normal part (and "
+        "every score below it), 0.5 = the threshold, 1 = as far above the threshold as the median is below it (and "
+        "beyond). Readable as a gauge near the threshold, not as a probability; see false_alarm_probability."
+    )
     threshold: float = Field(description="The category's threshold on the raw score.")
     is_anomalous: bool = Field(description="score > threshold.")
+    false_alarm_probability: float | None = Field(
+        None,
+        description="The fraction of the category's held-out normal images scoring at least this high, interpolated "
+        "from the bundle's quantile table (calibration normal_quantiles, 5 % steps): 1 = lower than every normal, "
+        "0 = higher than every normal. Null for bundles without the table (prd/6 and older).",
+    )
+    category_similarity: float | None = Field(
+        None,
+        description="How well the image matched its category: the cosine similarity of its pooled features to the "
+        "deciding category's centroid (given or recognised; for an unknown part, the best of all categories). 1 = "
+        "identical; compare with the bundle's scoring.routing.min_similarity. A given category the image does not "
+        "look like shows here as a low value. Null when the graph's similarities are not finite.",
+    )
+    unknown_part: bool = Field(
+        False,
+        description="True when the image matched no trained category well enough (best similarity below the "
+        "recognition floor): category is null and the global calibration decides; treat it as 'not a part this "
+        "model knows' rather than as a verdict on a part.",
+    )
     width: int = Field(description="Width of the uploaded image (pixels).")
     height: int = Field(description="Height of the uploaded image (pixels).")
+    tiles: int = Field(
+        1,
+        description="Graph inputs the image was scored as: 1 = squashed into one square, more = aspect-kept tiles "
+        "(the bundle's scoring rule, GET /models 'scoring').",
+    )
     heatmap_png: str | None = Field(
         None,
-        description="Base64 PNG at the image's size (with ?heatmap=true, drawn over the photo with ?overlay=true).",
+        description="Base64 PNG (with ?heatmap=true, drawn over the photo with ?overlay=true): the image's size, "
+        "then a legend below it: the category's colour scale (map_lo left, map_hi right) with a white tick at the "
+        "threshold, and the values written under it when the image is at least 320 px wide.",
     )
 
 
@@ -137,10 +171,6 @@ class InputInfo(BaseModel):
     dtype: str
     color: str
     resize: str
-    max_tiles: int = 1
-    tiled_categories: list[str] = []
-    """Uploads of these categories are cut into at most ``max_tiles`` aspect-kept tiles (``model_store/tiling.py``);
-    the others are squashed into one square."""
 
 
 class ModelSummary(BaseModel):
@@ -151,6 +181,12 @@ class ModelSummary(BaseModel):
     teacher: str
     precision: str
     input: InputInfo
+    scoring: ScoringRule
+    added_categories: list[str] = Field(
+        default_factory=list, description="Categories added after training (their student maps never saw them)."
+    )
+    """The scoring rule in force (``model_store/planner.py``): the bundle's, with ``PRD_RECOGNITION_MIN_SIMILARITY``
+    as its floor when that is set."""
     categories: list[CategoryInfo]
     global_calibration: CategoryInfo
     provider: str = Field(description="Execution provider running the graph.")

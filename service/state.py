@@ -6,12 +6,13 @@ Created by ``create_app``; the batcher, pool and scorer exist between lifespan s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader
@@ -25,6 +26,30 @@ from service.runtime import OnnxModel
 from service.scoring import Scorer
 
 logger = logging.getLogger("service.state")
+T = TypeVar("T")
+
+
+async def unless(work: Awaitable[T], stop: Awaitable[object]) -> tuple[bool, T | None]:
+    """Await ``work`` unless ``stop`` completes first, then cancel ``work``: (whether it finished, its result).
+
+    The one race behind both the drain deadline and a client leaving: cancelling a request's work skips its queued
+    images instead of spending inference on an answer nobody will read.
+    """
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(stop)
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    finally:
+        watcher.cancel()
+    if task.done():
+        return True, task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+    return False, None
 
 
 @dataclass
@@ -37,21 +62,31 @@ class ServiceState:
     scorer: Scorer | None = None
     draining: bool = False
     background: set[asyncio.Task[Any]] = field(default_factory=set)
+    drain_expired: asyncio.Event | None = None
+    _loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
         """Lifespan start: pools and batcher now, the model in the background (``/readyz`` says when it is warm)."""
         settings = self.settings
         self.draining = False
+        self._loop = asyncio.get_running_loop()
+        self.drain_expired = asyncio.Event()
         self.batcher = MicroBatcher(
             max_batch_size=settings.max_batch_size,
             batch_window_s=settings.batch_window_s,
             queue_limit=settings.queue_limit,
             metrics=self.metrics,
+            max_queue_wait_s=settings.max_queue_wait_s,
         )
         self.batcher.start()
         self.pool = ThreadPoolExecutor(max_workers=settings.decode_threads, thread_name_prefix="prd-decode")
         self.scorer = Scorer(
-            self.batcher, self.pool, self.metrics, settings.max_pixels, settings.recognition_min_similarity
+            self.batcher,
+            self.pool,
+            self.metrics,
+            settings.max_pixels,
+            settings.max_request_pixels,
+            settings.decode_pixel_budget,
         )
         self.spawn(self.manager.load_initial())
 
@@ -60,13 +95,28 @@ class ServiceState:
         self.background.add(task)
         task.add_done_callback(self.background.discard)
 
-    def begin_drain(self) -> None:
-        """Stop intake (new requests get 503 shutting_down, /readyz goes down); in-flight requests continue.
+    def begin_drain(self, expire_after_s: float | None = None) -> None:
+        """Stop intake (new requests get 503 shutting_down, /readyz goes down); in-flight requests continue, and
+        after ``expire_after_s`` those still unfinished are answered 503 shutting_down (never cut off with a 500).
 
-        Called from a signal handler too, so it only flips plain attributes (no locks, no logging).
+        Called from a signal handler too, so it only flips attributes and schedules the expiry thread-safely.
         """
         self.draining = True
         self.manager.not_ready_reason = "the service is shutting down"
+        loop, expired = self._loop, self.drain_expired
+        if expire_after_s is not None and loop is not None and expired is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(loop.call_later, expire_after_s, expired.set)
+
+    async def until_drain_expires(self, work: Awaitable[T]) -> T:
+        """Await ``work`` unless the drain time runs out first; then cancel it and answer 503 shutting_down."""
+        expired = self.drain_expired
+        if expired is None:
+            return await work
+        finished, result = await unless(work, expired.wait())
+        if finished:
+            return result  # type: ignore[return-value]
+        message = "the service shut down (drain timeout) before this request was finished; retry on another instance"
+        raise ShuttingDown(message, headers={"Retry-After": "1"})
 
     async def stop(self) -> None:
         """Lifespan stop: answer what is queued (up to the drain timeout), then release threads."""

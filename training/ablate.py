@@ -42,7 +42,7 @@ METRICS = ("image_auroc", "pixel_auroc", "aupro")
 
 
 def run_ablation(base: TrainConfig, out_dir: Path, variants: list[str] | None = None) -> dict:
-    from model_store.tiling import TilingPolicy
+    from model_store.planner import ScoringRule
     from training.data import discover
     from training.engine import Prepared, fit, prepare, resolve_device, with_resolved_tiling
     from training.model import PRDModel
@@ -58,15 +58,15 @@ def run_ablation(base: TrainConfig, out_dir: Path, variants: list[str] | None = 
     device = resolve_device(base.device)
     index = discover([Path(p) for p in base.data], base.categories)
     teacher_only = PRDModel(base, index.categories).to(device)
-    caches: dict[TilingPolicy, Prepared] = {}  # one teacher-feature cache per tiling, shared by its variants
+    caches: dict[ScoringRule, Prepared] = {}  # one teacher-feature cache per tiling, shared by its variants
     for name in names:
         description, overrides = VARIANTS[name]
         log.info("ablation variant %s: %s", name, description)
         run_dir = out_dir / name
         config = with_resolved_tiling(dataclasses.replace(base, **overrides), index)
-        if config.tiling not in caches:
-            caches[config.tiling] = prepare(config, teacher_only, index, device)
-        fit(config, run_dir, prepared=caches[config.tiling])
+        if config.scoring not in caches:
+            caches[config.scoring] = prepare(config, teacher_only, index, device)
+        fit(config, run_dir, prepared=caches[config.scoring])
         metrics = evaluate_run(run_dir, report_dir=run_dir / "eval")
         results[name] = {
             "description": description,

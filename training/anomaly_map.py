@@ -12,11 +12,13 @@ everywhere); or the mean of its top fraction of pixels, steadier when a single n
 from __future__ import annotations
 
 import math
+from typing import get_args
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from training.config import ImageScoreRule, TrainConfig
 from training.memory import PatchMemory
 
 
@@ -48,7 +50,7 @@ def feature_distance_maps(
     ]
 
 
-SCORE_RULES = ("max", "max_minus_mean", "topk_mean")
+SCORE_RULES: tuple[ImageScoreRule, ...] = get_args(ImageScoreRule)
 
 
 class GaussianBlur(nn.Module):
@@ -69,16 +71,20 @@ class GaussianBlur(nn.Module):
 
 
 class AnomalyMap(nn.Module):
+    """The scoring head. Its knobs have no defaults here: their one default is ``TrainConfig``'s (``from_config``),
+    so a map built outside ``PRDModel`` cannot score with other values than the run it stands for."""
+
     def __init__(
         self,
         image_size: int,
         sigma: float,
-        score: str = "max",
-        score_topk: float = 0.01,
-        magnitude_weight: float = 0.0,
+        *,
+        score: ImageScoreRule,
+        score_topk: float,
+        magnitude_weight: float,
+        memory_entries: int,
+        memory_weight: float,
         channels: tuple[int, ...] = (),
-        memory_entries: int = 0,
-        memory_weight: float = 1.0,
         memory_banks: int = 1,
     ) -> None:
         super().__init__()
@@ -100,6 +106,21 @@ class AnomalyMap(nn.Module):
             self.memory_weight = memory_weight
             self.register_buffer("rd_scale", torch.ones(()))
             self.register_buffer("memory_scale", torch.ones(()))
+
+    @classmethod
+    def from_config(cls, config: TrainConfig, channels: tuple[int, ...] = (), memory_banks: int = 1) -> AnomalyMap:
+        """The map a run's config describes; ``channels``: the teacher's per tap, ``memory_banks``: one per memory."""
+        return cls(
+            config.image_size,
+            config.map_sigma,
+            score=config.score,
+            score_topk=config.score_topk,
+            magnitude_weight=config.magnitude_weight,
+            memory_entries=config.memory_entries,
+            memory_weight=config.memory_weight,
+            channels=tuple(channels),
+            memory_banks=memory_banks,
+        )
 
     def per_scale_channel_weights(self) -> list[torch.Tensor] | None:
         if self.channel_weights is None:

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from training.config import TeacherName
+
 
 class TeacherError(ValueError):
     """Unknown teacher name, missing weights file or incompatible weights; the message names option and file."""
@@ -112,10 +114,10 @@ LITE_DEFAULT_TAPS: dict[str, tuple[int, int, int]] = {
     "lite2": (4, 13, 18),
 }
 """Per variant, taps at 1/8, 1/16 and 1/32 (Lite0: 40/112/192 channels; Lite1: 40/112/192; Lite2: 48/120/208).
-Taps at 1/8–1/32 measured against the stage ends at 1/4–1/16 in the design sweep (training/README.md): +0.04 image
-and +0.06 pixel AUROC on Lite0, and no 1/4 map to reconstruct. Lite0's first two are its 1/8 and 1/16 stage ends
-(blocks 4 and 10, the reference detector's taps), because the patch memory describes those two maps: a memory on
-them gave 0.903 mean pixel AUROC, one on Lite2's blocks 4 and 13 0.886 (``research/memory_taps.py``)."""
+Taps at 1/8–1/32 rather than the stage ends at 1/4–1/16, which scored better in the first bundle's design sweep:
+with no fine 1/4 map to reconstruct, the student has less room to copy anomalies. Lite0's first two are its 1/8 and
+1/16 stage ends (blocks 4 and 10, the reference detector's taps), because the patch memory describes those two maps
+and describes normal patches best there (``docs/changelog.md``, ``prd/4``)."""
 
 
 def _bundled_lite_weights(variant: str) -> Path:
@@ -251,7 +253,7 @@ def _resnet(block: type[nn.Module], layers: tuple[int, int, int], width: int, na
     return build
 
 
-TEACHERS: dict[str, Callable[[Path | None, tuple[int, ...] | None], Teacher]] = {
+TEACHERS: dict[TeacherName, Callable[[Path | None, tuple[int, ...] | None], Teacher]] = {
     "efficientnet_lite0": lambda weights, taps: EfficientNetLiteTeacher("lite0", weights, taps),
     "efficientnet_lite1": lambda weights, taps: EfficientNetLiteTeacher("lite1", weights, taps),
     "efficientnet_lite2": lambda weights, taps: EfficientNetLiteTeacher("lite2", weights, taps),

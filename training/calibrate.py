@@ -16,7 +16,8 @@ images ``Q(1 − a)`` sits at the sample maximum, and a sample of ``n`` leaves a
 above its maximum — more than ``a`` — so a margin of up to one standard deviation is added, shrinking to zero as
 ``n`` reaches ``1/a`` (the rule is continuous in ``n``). Heatmap colours: ``map_lo`` is the median pixel of normal
 maps and ``map_hi = map_lo + 2·(t_map − map_lo)`` with ``t_map`` the same rule applied to each normal image's
-hottest pixel, so a normal image's hottest pixel is drawn at most mid-scale and defects saturate.
+hottest pixel, so a normal image's hottest pixel is drawn at most mid-scale and defects saturate. The held-out
+scores' quantiles at 0, 5 %, …, 100 % are kept (``normal_quantiles``) so the service can say how unusual a score is.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ from typing import Protocol
 
 import numpy as np
 
-from model_store.manifest import GLOBAL_KEY, Calibration, CategoryCalibration
+from model_store.manifest import GLOBAL_KEY, NORMAL_QUANTILE_LEVELS, Calibration, CategoryCalibration
 from training.metrics import f1_max
+from training.unknown_parts import recognition_floor
 
 DEFAULT_HOLDOUT_FRACTION = 0.1
 DEFAULT_HOLDOUT_SEED = 0
@@ -163,6 +165,7 @@ def category_calibration(
         f1_threshold=f1_threshold,
         map_lo=map_lo,
         map_hi=map_hi,
+        normal_quantiles=[float(q) for q in np.quantile(np.asarray(scores.score, np.float64), NORMAL_QUANTILE_LEVELS)],
     )
 
 
@@ -217,8 +220,11 @@ def calibrate(
     fraction: float = DEFAULT_HOLDOUT_FRACTION,
     seed: int = DEFAULT_HOLDOUT_SEED,
     progress: bool = True,
+    non_part_similarity: np.ndarray | None = None,
 ) -> tuple[Calibration, dict[str, object]]:
-    """Calibration for every category and ``GLOBAL_KEY``, and a report of how it does on the test images."""
+    """Calibration for every category and ``GLOBAL_KEY``, and a report of how it does on the test images; with
+    the held-out normals' similarities finite, the report holds the derived ``recognition_floor`` too
+    (``training.unknown_parts``; ``non_part_similarity``: the graph's similarities for ``non_part_frames``)."""
     if not 0.0 < target_far < 0.5:
         raise CalibrationError(f"target false-alarm rate must be in (0, 0.5), got {target_far}")
     sets = calibration_sets(index, categories, fraction, seed)
@@ -247,6 +253,8 @@ def calibrate(
             checks[key] = decision_check(result.threshold, test_scores.score[in_test], labels[in_test])
             checks[key]["f1_max"] = best[1] if best else None
     report: dict[str, object] = {"calibration_check": checks, "calibration_warnings": warnings}
+    if np.isfinite(held_scores.similarity).all() and held_scores.similarity.size:
+        report["recognition_floor"] = recognition_floor(held_scores.similarity, non_part_similarity)
     if test_scores is not None:
         report["category_recognition"] = recognition_report(test_scores.similarity, list(test_category), categories)
     return Calibration(target_false_alarm_rate=target_far, per_category=per_category), report

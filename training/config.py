@@ -2,45 +2,90 @@
 
 Defaults are the configuration the README's figures come from; each PRD part has a switch so the ablation is a
 list of overrides (see ``training/ablate.py``). ``prototypes=0`` is plain RD4AD on the same teacher and budget.
+A knob's default lives here only: the parts it reaches (``AnomalyMap``, ``distillation_loss``) take it without
+one of their own.
+
+Every value is checked when a config is built (``__post_init__``), whether it came from the CLI, a ``config.json``
+or Python: its type against the annotation, choice-valued knobs against their ``Literal`` (the CLI's ``choices``
+come from the same ``Literal``), numbers against ``RANGES``. A ``--loss hrad`` is refused with the knob, the value
+and the allowed values before any image is decoded or teacher feature cached, not minutes later.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, fields
+from functools import cache
 from pathlib import Path
+from typing import Literal, get_type_hints
 
-from model_store.tiling import TilingPolicy
+from model_store.planner import FEATHER_MERGE, ScoringRule
+from training.checks import ConfigError, Rule, above, at_least, conforms, describe, fraction
+
+LossMode = Literal["pixel", "hard"]
+ImageScoreRule = Literal["max", "max_minus_mean", "topk_mean"]
+Device = Literal["auto", "cpu", "cuda"]
+TeacherName = Literal["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "resnet18", "wide_resnet50_2"]
+"""The names ``backbones.TEACHERS`` registers (a test keeps the two equal; this module stays free of torch)."""
 
 
-@dataclass
+RANGES: dict[str, Rule] = {
+    "image_size": at_least(32),  # the teachers' coarsest stride
+    "max_tiles": at_least(1),
+    "holdout_fraction": fraction(closed_low=True),
+    "teacher_smoothing": at_least(0),
+    "embed_dim": at_least(1),
+    "embed_stride": at_least(1),
+    "category_centroids": at_least(1),
+    "prototypes": at_least(0),
+    "recall_topk": at_least(0),
+    "recall_temperature": above(0),
+    "coherence_weight": at_least(0),
+    "decoder_width": at_least(1),
+    "hard_mining_quantile": fraction(),
+    "magnitude_weight": at_least(0),
+    "score_topk": fraction(closed_high=True),
+    "map_sigma": above(0),
+    "memory_entries": at_least(0),
+    "memory_weight": at_least(0),
+    "lr": above(0),
+    "betas": fraction(closed_low=True),  # each of the two
+    "weight_decay": at_least(0),
+    "batch_size": at_least(1),
+    "epochs": at_least(1),
+    "max_minutes": at_least(0),
+    "seed": at_least(0),  # numpy's seed is unsigned
+    "workers": at_least(0),
+}
+"""Range of each numeric knob (None, where a knob allows it, is not checked against its range)."""
+
+
+@dataclass(frozen=True)
 class TrainConfig:
+    """Frozen: checked once when built, a config cannot be changed into one that was never checked."""
+
     # data
     data: list[str] = field(default_factory=list)
     categories: list[str] | None = None
     image_size: int = 256
     max_tiles: int = 4
-    """Aspect-kept tiles per image, at most, for the categories in ``tile_categories`` (``model_store/tiling.py``):
-    an image is scaled to a short side of ``image_size`` and cut into ``ceil(aspect − 0.15)`` overlapping squares
-    along its long side, in training, calibration, evaluation and the service alike; other images are squashed into
-    one square, as every image was before (runs saved before it load with 1)."""
+    """Aspect-kept tiles per image, at most, for the categories in ``tile_categories``: the run's scoring rule
+    (``scoring``, ``model_store/planner.py``), the same in training, calibration, evaluation and the service; other
+    images are squashed into one square (runs saved before tiles load with 1)."""
     tile_categories: list[str] | None = None
     """Categories cut into tiles; None: decided by ``fit`` from the training images and written out — a category
-    is tiled when its photos share one frame (aspect ratios within 5 %, ``tiling.fixed_frame``), squashed when the
-    frame varies from image to image. On ``../shared/data``: kolektor and tire tiled, magnetic_tile squashed, wood
-    square (one tile either way). Tiling every category (``--tile-categories kolektor,magnetic_tile,tire,wood``),
-    magnetic tiles fell from 0.954 / 0.786 to 0.932 / 0.742 image / pixel AUROC while kolektor rose from 0.836 /
-    0.888 to 0.928 / 0.950 and tire from 0.744 / 0.988 to 0.827 / 0.992 (``training evaluate`` of that run and of
-    ``prd/5``'s, which squashed every image)."""
+    is tiled when its photos share one frame (``tiling.fixed_frame``), where squashing only throws resolution away
+    along the long side; where the frame varies from image to image, tiles would show one surface at different
+    scales and hurt (docs/ablations.md, the tiles table)."""
     holdout_fraction: float = 0.1
     """Share of train/good kept out of training for calibration when a category has no validation/good."""
+    added_categories: list[str] = field(default_factory=list)
+    """Categories added after training by ``python -m training add-category`` (their centroids and memories built
+    from their good images; the student never saw them); export records them in the manifest."""
     # teacher
-    teacher: str = "efficientnet_lite0"
-    """With the patch memory, Lite0 (taps 4-10-13, α = 4) against Lite2 (taps 4-13-18, α = 2), 10 epochs each:
-    mean image / pixel AUROC / AUPRO 0.860 / 0.903 / 0.732 against 0.878 / 0.887 / 0.689 (``training evaluate``),
-    ahead of the reference detector on 6 of 8 category figures against 4 of 8, and 1.0–1.3× the images/s. Lite0's
-    features make the better memory (pixel AUROC of the memory alone 0.903 vs 0.886); Lite2's student map is the
-    better one alone (0.822 vs 0.805 image AUROC). ``wide_resnet50_2`` is the paper's teacher."""
+    teacher: TeacherName = "efficientnet_lite0"
+    """Lite0 by default: with the patch memory its features make the better map than Lite2's, at a lower cost
+    (docs/changelog.md, prd/4); ``wide_resnet50_2`` is the paper's teacher, from a weights file the user supplies."""
     teacher_weights: str | None = None
     teacher_taps: list[int] | None = None
     """EfficientNet-Lite block indices to tap (fine → coarse); None: the teacher's defaults
@@ -66,59 +111,67 @@ class TrainConfig:
     # student decoder
     decoder_width: int = 128
     # loss and scoring
-    loss: str = "hard"
+    loss: LossMode = "hard"
     """``pixel``: mean over positions of 1 − cos; ``hard``: the same with easy positions' gradient scaled down."""
     hard_mining_quantile: float = 0.9
     magnitude_weight: float = 0.0
     """w of the magnitude term: distance = 1 − cos + w·mean_c (t_c − s_c)²/var_c, in the loss and the map (0 = off)."""
-    score: str = "max"
+    score: ImageScoreRule = "max"
     """Image score from the smoothed map: ``max`` (RD4AD), ``max_minus_mean`` (the peak above the map's own mean) or
-    ``topk_mean``. On the student's map alone ``max_minus_mean`` was +0.01 image AUROC (Lite2, defective teacher);
-    with the patch memory fused in, ``max`` is +0.008 (0.868 vs 0.860, ``research/memory_probe.py``); on the Lite0
-    default, ``max`` 0.860, ``max_minus_mean`` 0.851, ``topk_mean`` 0.860 (``research/fusion_probe.py``)."""
+    ``topk_mean``. With the patch memory fused in, ``max`` is as good as either other rule and the simplest to read
+    (docs/research/README.md, the fusion probe)."""
     score_topk: float = 0.01
     map_sigma: float = 4.0
     # teacher-space normal prototypes (training/memory.py)
     memory_entries: int = 4096
     """K patches of normal teacher features kept by greedy coreset, per memory (per category, below); their nearest
-    distance joins the map (0 = off). One shared memory on the fixed Lite2 teacher (``research/memory_probe.py``,
-    α = 2): 4096 → 0.863 / 0.881 mean image / pixel AUROC, 16384 → 0.868 / 0.889; a random subsample of 4096 only
-    0.817 / 0.876. Per category on Lite0 (``research/category_memory.py``, α = 4): 4096 each → 0.869 / 0.899,
-    16384 each → 0.865 / 0.905 for four times the scoring cost."""
+    distance joins the map (0 = off). A greedy coreset keeps the rare normal patches a random subsample drops; four
+    times as many entries cost four times the distance computations for no clear gain (docs/changelog.md, prd/5)."""
     memory_per_category: bool = True
     """One memory per category, each image measured against that of the category the graph recognises; False: one
-    memory shared by all. On the Lite0 run of ``prd/4`` (``research/category_memory.py``, α = 4): 4 × 4096 per
-    category 0.869 / 0.899 against one shared 16 384 (``prd/4``'s) 0.860 / 0.903, a quarter of the distance
-    computations per image (``memory.py`` says why and what a misrecognised image does)."""
+    memory shared by all. Per category is as accurate for a quarter of the distance computations per image, and a
+    category can be added later without touching the others (``training/onboard.py``; ``memory.py`` says what a
+    misrecognised image does)."""
     memory_weight: float = 4.0
     """α of the fused map rd / rd_scale + α · memory / memory_scale (both scales: means over held-out normals).
-    Lite0 (``research/fusion_probe.py`` on the trained Lite0 run): α = 1, 2, 3, 4, 6 gave 0.853 / 0.892,
-    0.860 / 0.899, 0.860 / 0.902, 0.860 / 0.903, 0.856 / 0.904 (magnetic-tile pixel AUROC 0.750 → 0.806 as α
-    grows). Lite2: α = 1, 2, 4 gave 0.857 / 0.884, 0.868 / 0.889, 0.867 / 0.892; z-scored, product and max
-    fusions did no better. Per-category memories of 4096 (``research/category_memory.py``): α = 2, 4, 6 gave
-    0.861 / 0.895, 0.869 / 0.899, 0.869 / 0.900."""
+    The two maps are complementary (the student's is the better on kolektor, the memory on magnetic tiles and
+    tire); any α from 4 to 8 is level, so 4 stays (docs/research/README.md, the fusion weight)."""
     # optimisation
     lr: float = 0.005
     betas: tuple[float, float] = (0.5, 0.999)
     weight_decay: float = 0.0
     batch_size: int = 16
     epochs: int = 10
-    """~700 steps of 16 on the four shared categories: 8 and 25 epochs gave the same AUROC (±0.006) and 4× longer
-    changed it by < 0.005 in the design sweep, so the budget goes to a stronger teacher instead."""
+    """~700 steps of 16 on the four shared categories; longer training did not change AUROC beyond the spread
+    between seeds, so the time goes to the teacher and the memory instead."""
     max_minutes: float | None = None
     seed: int = 0
-    device: str = "auto"
+    device: Device = "auto"
     workers: int = 2
+
+    def __post_init__(self) -> None:
+        """Refuse a wrong type or out-of-range value here, so no caller can start work on a config that would fail."""
+        hints = field_types()
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not conforms(value, hints[f.name]):
+                raise ConfigError(f.name, value, f"expected {describe(hints[f.name])}")
+            check, rule = RANGES.get(f.name, (None, ""))
+            values = value if isinstance(value, tuple) else () if value is None else (value,)
+            if check is not None and not all(check(v) for v in values):
+                raise ConfigError(f.name, value, rule)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @property
-    def tiling(self) -> TilingPolicy:
-        """The run's tiling; ``tile_categories`` must be resolved (``engine.with_resolved_tiling``)."""
+    def scoring(self) -> ScoringRule:
+        """The run's scoring rule (``model_store.planner``): its tiling, recognition without a floor; export writes
+        it into the manifest, with the crossfading merge (``FEATHER_MERGE``). ``tile_categories`` must be resolved
+        (``engine.with_resolved_tiling``)."""
         if self.tile_categories is None:
             raise ValueError("tile_categories is not resolved yet (fit decides it from the training images)")
-        return TilingPolicy(self.max_tiles, frozenset(self.tile_categories))
+        return ScoringRule.tiled(self.image_size, self.max_tiles, self.tile_categories, merge=FEATHER_MERGE)
 
     @classmethod
     def from_dict(cls, raw: dict) -> TrainConfig:
@@ -131,8 +184,8 @@ class TrainConfig:
         values.setdefault("tile_categories", [])
         if values.get("teacher") == "efficientnet_lite0" and values.get("teacher_taps") is None:
             values["teacher_taps"] = [3, 9, 13]  # Lite0's default before it moved; fit now writes its taps out
-        if "betas" in values:
-            values["betas"] = tuple(values["betas"])
+        if isinstance(values.get("betas"), list):
+            values["betas"] = tuple(values["betas"])  # JSON has no tuples
         return cls(**values)
 
     def save(self, path: Path) -> None:
@@ -140,7 +193,11 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: Path) -> TrainConfig:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """The config saved at ``path``; a bad value is refused naming the file as well as the knob."""
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc.name}", exc.value, exc.rule) from exc
 
     @property
     def prd_settings(self) -> dict:
@@ -167,3 +224,10 @@ class TrainConfig:
             "tile_categories",
         )
         return {k: getattr(self, k) for k in keys}
+
+
+@cache
+def field_types() -> dict[str, object]:
+    """``TrainConfig``'s annotations, evaluated once (strings under ``from __future__ import annotations``): the
+    checks above and the CLI's parsers and ``choices`` read the same types."""
+    return get_type_hints(TrainConfig)

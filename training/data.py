@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from model_store.planner import ScoringRule
 from model_store.preprocess import ImageDecodeError, decode_rgb8, resize_square
 from model_store.tiling import TileLayout, cut_tiles
 
@@ -319,26 +320,23 @@ class TiledImages:
 
 
 def load_tiles(
-    samples: Sequence[Sample | Path],
-    size: int,
-    max_tiles: int | Sequence[int],
+    samples: Sequence[Sample],
+    rule: ScoringRule,
     progress: bool = True,
     workers: int = 2,
     desc: str = "decoding",
 ) -> TiledImages:
-    """Decode files and cut each into aspect-kept tiles (``model_store.tiling.cut_tiles``), on a small thread pool.
-
-    ``max_tiles``: one limit for every file, or one per file (a category's tiling); 1 gives one squashed tile, the
-    same pixels as ``load_images``.
-    """
-    paths = [s.path if isinstance(s, Sample) else Path(s) for s in samples]
-    limits = [max_tiles] * len(paths) if isinstance(max_tiles, int) else list(max_tiles)
-    cut: list[tuple[np.ndarray, TileLayout] | None] = [None] * len(paths)
+    """Decode files and cut each as the scoring rule cuts an image of its category (``ScoringRule.layout``), on a
+    small thread pool. An image squashed by the rule gets the same pixels as ``load_images``."""
+    size = rule.tiling.tile_size
+    cut: list[tuple[np.ndarray, TileLayout] | None] = [None] * len(samples)
 
     def fill(i: int) -> None:
-        cut[i] = cut_tiles(load_rgb(paths[i]), size, limits[i])
+        rgb = load_rgb(samples[i].path)
+        layout = rule.layout(rgb.shape[0], rgb.shape[1], samples[i].category)
+        cut[i] = cut_tiles(rgb, layout), layout
 
-    _for_each_file(fill, len(paths), workers, progress, desc)
+    _for_each_file(fill, len(samples), workers, progress, desc)
     done = [c for c in cut if c is not None]
     if not done:
         return TiledImages(np.empty((0, size, size, 3), np.uint8), np.empty(0, np.int64), [])

@@ -8,6 +8,11 @@ A run folder holds ``config.json``, ``checkpoint.pt`` (written atomically after 
 sampler state, elapsed time), ``log.jsonl`` (one line per epoch) and ``training_data.json``. ``resume=True``
 continues from the checkpoint with the same sampler state, so an interrupted run ends where an uninterrupted one
 would. Same seed and data → same weights on CPU.
+
+Under ``torchrun`` (``training/distributed.py``) the same ``fit`` trains one model across processes with DDP: the
+teacher features, patch memories and map scales are computed in shares, every optimiser step sees the same global
+batch of ``config.batch_size`` tiles as one process would (split between the ranks), and rank 0 alone writes the
+run folder, so ``--resume`` and ``export`` read it as any other run.
 """
 
 from __future__ import annotations
@@ -16,19 +21,23 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from model_store.tiling import fixed_frame
+from training import distributed
 from training.calibrate import holdout_split
-from training.config import TrainConfig
+from training.config import Device, TrainConfig
 from training.data import DatasetIndex, discover, image_size, load_tiles
 from training.loss import coherence_loss, distillation_loss
-from training.memory import build_category_memories, build_memory
+from training.memory import build_memory, category_memory
 from training.model import CHECKPOINT_FILE, CONFIG_FILE, Distilled, PRDModel, save_checkpoint, with_resolved_taps
 from training.recognition import fit_centroids, pooled_descriptor
 
@@ -38,12 +47,15 @@ FEATURE_BATCH = 32
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto``: CUDA when there is one, else the CPU; the choices are ``config.Device``'s."""
+    if name not in get_args(Device):
+        raise ValueError(f"--device: unknown device {name!r} ({', '.join(get_args(Device))})")
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA device is available (use --device cpu or auto)")
-    if name not in ("cpu", "cuda"):
-        raise ValueError(f"--device: unknown device {name!r} (auto, cpu, cuda)")
+    if name == "cuda" and distributed.world().distributed:
+        return torch.device("cuda", distributed.world().local_rank)  # one GPU per process on each host
     return torch.device(name)
 
 
@@ -103,12 +115,13 @@ def calibrate_map_scales(model: PRDModel, images: np.ndarray, device: torch.devi
     """
     sums = torch.zeros(2, dtype=torch.float64)
     model.eval()
-    for start in tqdm(range(0, len(images), FEATURE_BATCH), desc="map scales", unit="batch", disable=not progress):
-        batch = torch.from_numpy(images[start : start + FEATURE_BATCH]).to(device)
+    lo, hi = distributed.world().shard(len(images))  # each rank its slice; the sums are added up below
+    for start in tqdm(range(lo, hi, FEATURE_BATCH), desc="map scales", unit="batch", disable=not progress):
+        batch = torch.from_numpy(images[start : min(start + FEATURE_BATCH, hi)]).to(device)
         features = model.teacher_features(batch)
         rd, memory = model.component_maps(features)
         sums += torch.stack([rd.mean(dim=(1, 2, 3)).sum(), memory.mean(dim=(1, 2, 3)).sum()]).double().cpu()
-    rd_scale, memory_scale = (sums / len(images)).tolist()
+    rd_scale, memory_scale = (distributed.all_sum(sums) / len(images)).tolist()
     model.anomaly_map.rd_scale.fill_(rd_scale)
     model.anomaly_map.memory_scale.fill_(memory_scale)
     return {"rd_scale": rd_scale, "memory_scale": memory_scale, "held_out_images": len(images)}
@@ -127,18 +140,22 @@ def set_channel_weights(model: PRDModel, features: list[torch.Tensor]) -> None:
     model.anomaly_map.channel_weights.copy_(torch.cat(weights))
 
 
-def training_step(model: PRDModel, features: list[torch.Tensor], config: TrainConfig) -> tuple[torch.Tensor, Distilled]:
-    out = model.distill(features)
+def training_step(
+    model: PRDModel, features: list[torch.Tensor], config: TrainConfig, distill: Callable | None = None
+) -> tuple[torch.Tensor, Distilled]:
+    """One step's loss; ``distill`` is ``model.distill`` or, across processes, its DDP wrapper (``Distiller``)."""
+    distill = distill or model.distill
     if model.bank is not None and not model.bank.initialised:
-        model.bank.seed_from(out.embedding)
-        out = model.distill(features)
+        model.bank.seed_from(model.distill(features).embedding)
+        distributed.broadcast_(model.bank.prototypes)  # seeded from rank 0's share of the first batch
+    out = distill(features)
     loss = distillation_loss(
         features,
         out.student,
-        config.loss,
-        config.hard_mining_quantile,
-        config.magnitude_weight,
-        model.anomaly_map.per_scale_channel_weights(),
+        mode=config.loss,
+        quantile=config.hard_mining_quantile,
+        magnitude_weight=config.magnitude_weight,
+        channel_weights=model.anomaly_map.per_scale_channel_weights(),
     )
     if out.recall is not None and config.coherence_weight > 0:
         loss = loss + config.coherence_weight * coherence_loss(out.recall.best_similarity)
@@ -163,14 +180,17 @@ class Prepared:
     def memory(self, entries: int, per_category: bool, seed: int, progress: bool) -> torch.Tensor:
         """(entries, D) shared memory, or (categories, entries, D) with one per category."""
         key = (entries, per_category)
-        if key not in self.memories:
-            self.memories[key] = (
-                build_category_memories(
-                    self.features, self.category_ids, len(self.index.categories), entries, seed, progress
-                )
+        if key not in self.memories:  # across processes, each rank builds every N-th memory (one alone: rank 0)
+            jobs = (
+                [
+                    partial(category_memory, self.features, self.category_ids, k, entries, seed, progress)
+                    for k in range(len(self.index.categories))
+                ]
                 if per_category
-                else build_memory(self.features, entries, seed, progress)
+                else [partial(build_memory, self.features, entries, seed, progress)]
             )
+            built = distributed.shared_out(jobs)
+            self.memories[key] = torch.stack(built) if per_category else built[0]
         return self.memories[key]
 
 
@@ -179,18 +199,23 @@ def prepare(
 ) -> Prepared:
     """Hold out the calibration slice, cut the training images into tiles and cache the teacher's features.
 
-    Every tile is a training input of its image's category (``config.tiling``: the tiled categories' images in
-    aspect-kept tiles, the others squashed into one square each).
+    Every tile is a training input of its image's category (``config.scoring``: the tiled categories' images in
+    aspect-kept tiles, the others squashed into one square each). Across processes each rank decodes and runs the
+    teacher on its slice of the images; the slices are gathered in rank order, as one process would hold them.
     """
-    size, tiling, workers = config.image_size, config.tiling, config.workers
+    rule, workers = config.scoring, config.workers
     held = held_out_samples(config, index)
-    held_tiles = [tiling.max_tiles_for(s.category) for s in held]
-    held_out = load_tiles(held, size, held_tiles, progress=False, workers=workers).images
+    held_out = load_tiles(held, rule, progress=False, workers=workers).images
     samples = training_samples(config, index)
-    tiles = load_tiles(samples, size, [tiling.max_tiles_for(s.category) for s in samples], progress, workers)
-    features = cache_teacher_features(model, tiles.images, device, progress)
+    lo, hi = distributed.world().shard(len(samples))
+    if lo == hi:
+        message = f"{len(samples)} training images cannot be shared out between {distributed.world().size} ranks"
+        raise ValueError(message)
+    tiles = load_tiles(samples[lo:hi], rule, progress=progress, workers=workers)
+    features = [distributed.gather_rows(f) for f in cache_teacher_features(model, tiles.images, device, progress)]
+    owners = distributed.gather_rows(torch.from_numpy(tiles.owners) + lo)
     sample_ids = torch.tensor([index.categories.index(s.category) for s in samples], dtype=torch.long)
-    category_ids = sample_ids[torch.from_numpy(tiles.owners)].to(device)
+    category_ids = sample_ids[owners].to(device)
     del tiles
     set_category_centroids(model, features, category_ids)
     set_channel_weights(model, features)
@@ -203,20 +228,25 @@ def fit(
     """Train, checkpointing every epoch; stops at ``config.epochs`` or ``config.max_minutes``, whichever first.
 
     ``prepared`` reuses another run's decoded data and cached teacher features (same data, teacher and image
-    size); the ablation trains every variant from one cache this way.
+    size); the ablation trains every variant from one cache this way. Across processes (``distributed``) every rank
+    calls ``fit`` alike; only rank 0 writes files or shows progress.
     """
     started = time.monotonic()
+    here = distributed.world()
+    progress = progress and here.main
     index = prepared.index if prepared else discover([Path(p) for p in config.data], config.categories)
     config = with_resolved_tiling(with_resolved_taps(config), index)  # taps and tiled categories written out
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = _load_resume_state(out_dir, config) if resume else None
-    if checkpoint is None:
+    distributed.barrier()  # every rank has read the checkpoint before rank 0 writes anything
+    if checkpoint is None and here.main:
         (out_dir / LOG_FILE).unlink(missing_ok=True)  # a fresh run's log holds only its own epochs
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
     device = resolve_device(config.device)
-    config.save(out_dir / CONFIG_FILE)
+    if here.main:
+        config.save(out_dir / CONFIG_FILE)
 
     if config.memory_entries > 0 and not held_out_samples(config, index):
         raise ValueError(
@@ -234,7 +264,9 @@ def fit(
         model.anomaly_map.memory.set_entries(memory.to(device))
     features, category_ids = prepared.features, prepared.category_ids
     summary = {**prepared.index.summary(), "trained_on": len(prepared.samples), "training_tiles": len(category_ids)}
-    (out_dir / "training_data.json").write_text(json.dumps(summary, indent=2))
+    if here.main:
+        summary["processes"] = here.size
+        (out_dir / "training_data.json").write_text(json.dumps(summary, indent=2))
 
     optimizer = torch.optim.Adam(
         model.trainable_parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
@@ -252,7 +284,11 @@ def fit(
     deadline = None if config.max_minutes is None else config.max_minutes * 60 - elapsed_before
 
     n, batch = len(category_ids), min(config.batch_size, len(category_ids))
+    if batch < here.size:
+        message = f"--batch-size: a global batch of {batch} tiles cannot be split between {here.size} ranks"
+        raise ValueError(message)
     steps_per_epoch = max(1, n // batch)
+    distill = distributed.distiller(model, device)
     model.train()
     resume_state: dict | None = None
     with tqdm(total=config.epochs, initial=first_epoch, desc="training", unit="epoch", disable=not progress) as bar:
@@ -260,24 +296,27 @@ def fit(
             epoch_start, losses = time.monotonic(), []
             order = torch.randperm(n, generator=sampler)
             for step in range(steps_per_epoch):
-                idx = order[step * batch : (step + 1) * batch].to(device)
-                loss, out = training_step(model, [f[idx].float() for f in features], config)
+                idx = order[step * batch : (step + 1) * batch][here.rank :: here.size].to(device)  # this rank's share
+                loss, out = training_step(model, [f[idx].float() for f in features], config, distill)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 losses.append(loss.item())
-            reseeded = model.bank.reseed_dead(out.embedding) if model.bank is not None and config.reseed_dead else 0
+            reseeded = distributed.reseed_dead(model, out) if model.bank is not None and config.reseed_dead else 0
+            distributed.average_norm_statistics(model)
             seconds = time.monotonic() - epoch_start
+            mean_loss = distributed.all_sum(torch.tensor([np.mean(losses)], dtype=torch.float64)).item() / here.size
             record = {
                 "epoch": epoch,
-                "loss": float(np.mean(losses)),
+                "loss": float(mean_loss),
                 "images_per_s": steps_per_epoch * batch / seconds,
                 "reseeded_prototypes": reseeded,
                 "elapsed_s": elapsed_before + time.monotonic() - started,
             }
-            with open(out_dir / LOG_FILE, "a") as handle:
-                handle.write(json.dumps(record) + "\n")
-            out_of_time = deadline is not None and time.monotonic() - started >= deadline
+            if here.main:
+                with open(out_dir / LOG_FILE, "a") as handle:
+                    handle.write(json.dumps(record) + "\n")
+            out_of_time = distributed.any_rank(deadline is not None and time.monotonic() - started >= deadline)
             resume_state = {
                 "optimizer": optimizer.state_dict(),
                 "sampler": sampler.get_state(),
@@ -285,7 +324,8 @@ def fit(
                 "elapsed_s": record["elapsed_s"],
                 "stopped_early": out_of_time,
             }
-            save_checkpoint(model, out_dir, **resume_state)
+            if here.main:
+                save_checkpoint(model, out_dir, **resume_state)
             bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['images_per_s']:.0f}")
             bar.update(1)
             if out_of_time:
@@ -293,9 +333,11 @@ def fit(
                 break
     if model.anomaly_map.memory is not None:
         scales = calibrate_map_scales(model, prepared.held_out, device, progress)
-        (out_dir / "map_scales.json").write_text(json.dumps(scales, indent=2))
-        if resume_state is not None:  # the last epoch's checkpoint again, now with its scales
+        if here.main:
+            (out_dir / "map_scales.json").write_text(json.dumps(scales, indent=2))
+        if resume_state is not None and here.main:  # the last epoch's checkpoint again, now with its scales
             save_checkpoint(model, out_dir, **resume_state)
+    distributed.barrier()  # the run folder is complete before any rank returns
     return model.eval()
 
 

@@ -21,7 +21,9 @@ import numpy as np
 from tqdm import tqdm
 
 from model_store.bundle import MANIFEST_FILE, read_manifest
-from model_store.tiling import TilingPolicy, score_routed, square_map
+from model_store.outputs import GraphOutputs
+from model_store.planner import Planner, ScoringRule
+from model_store.tiling import square_map
 from training import plots
 from training.data import DatasetIndex, Sample, load_images, load_mask, load_rgb
 from training.metrics import MetricError, f1_max, image_auroc, pixel_metrics, roc_curve
@@ -78,27 +80,30 @@ def _score(
     size: int,
     batch_size: int,
     bar: tqdm,
-    categories: list[str],
-    tiling: TilingPolicy,
+    planner: Planner,
 ) -> _Scored:
-    """Each image scored as the service scores it without a given category (``model_store.tiling.score_routed``:
-    squashed, then cut into tiles when its recognised category is tiled), its map brought to S × S, where the masks
-    are (the reference detector's pixel grid)."""
+    """Each image scored as the service scores it without a given category (``Planner.score``: squashed, then cut
+    into tiles when its recognised category is tiled), its map brought to S × S, where the masks are (the
+    reference detector's pixel grid)."""
     scores, maps, masks, similarity, counts = [], [], [], [], []
     for start in range(0, len(samples), batch_size):
         batch = samples[start : start + batch_size]
 
-        def run(images: np.ndarray, first: Path = batch[0].path) -> tuple:
-            return _checked(score_fn(images), len(images), size, len(categories), first)
+        def run(images: np.ndarray, first: Path = batch[0].path) -> GraphOutputs:
+            scores, maps, similarity = _checked(score_fn(images), len(images), size, len(planner.categories), first)
+            if similarity is None:  # a scorer without recognition: every image of no known category
+                similarity = np.full((len(images), len(planner.categories)), np.nan)
+            return GraphOutputs.from_arrays(scores, maps, similarity)
 
-        for merged in score_routed(run, [load_rgb(s.path) for s in batch], size, tiling, categories):
+        for merged in planner.score(run, [load_rgb(s.path) for s in batch]):
             scores.append(merged.score)
             maps.append(square_map(merged.anomaly_map, size))
             similarity.append(merged.category_similarity)
             counts.append(merged.tiles)
         masks.extend(load_mask(s, size) for s in batch)
         bar.update(len(batch))
-    known = None if any(s is None for s in similarity) else np.stack(similarity)
+    known = np.stack(similarity)
+    known = None if np.isnan(known).all() else known  # NaN: the scorer recognises no category
     return _Scored(samples, np.array(scores), np.stack(maps), np.stack(masks), known, np.array(counts))
 
 
@@ -273,7 +278,7 @@ def evaluate_scorer(
     progress: bool = True,
     model_categories: Sequence[str] | None = None,
     fpr_limit: float = 0.3,
-    tiling: TilingPolicy | None = None,
+    scoring: ScoringRule | None = None,
 ) -> dict:
     """Score every test image of ``index``, write the report folder and return what ``metrics.json`` holds.
 
@@ -288,8 +293,8 @@ def evaluate_scorer(
         model_categories: the model's category order (the similarity's columns); default ``index.categories``.
             Pass it whenever the index holds a subset of the model's categories.
         fpr_limit: AUPRO integration limit.
-        tiling: which recognised categories are cut into tiles (the model's; default none): each image is scored
-            as the service scores it, ``batch_size`` images (not tiles) at a time.
+        scoring: the bundle's or run's scoring rule (``model_store.planner``; default: every image squashed): each
+            image is scored as the service scores it, ``batch_size`` images (not tiles) at a time.
 
     Raises:
         EvaluationError: no test images, or the scorer's outputs have the wrong shape or are not finite.
@@ -300,11 +305,11 @@ def evaluate_scorer(
     started = time.perf_counter()
     report = _Report(list(model_categories or index.categories), fpr_limit)
     with tqdm(total=len(index.test), desc="evaluating", unit="img", disable=not progress) as bar:
-        policy = tiling or TilingPolicy()
+        planner = Planner(scoring or ScoringRule.squash(size), report.model_categories)
         for name in index.categories:
             samples = index.samples("test", name)
             if samples:
-                scored = _score(score_fn, samples, size, batch_size, bar, report.model_categories, policy)
+                scored = _score(score_fn, samples, size, batch_size, bar, planner)
                 report.add(name, scored, size, report_dir)
             else:
                 report.warnings.append(f"{name}: no test images; category skipped")
@@ -316,25 +321,25 @@ def evaluate_scorer(
 
 
 class OnnxScoreFn:
-    """A ``score_fn`` on an exported graph (``training.onnx_graph.OnnxScorer``: ONNX Runtime, CPU).
+    """A ``score_fn`` on an exported graph (``model_store.session``: ONNX Runtime, CPU).
 
-    ``size`` is the graph's input side; ``categories`` the bundle's category order and ``tiling`` its tiling when
-    a ``manifest.json`` lies beside the graph (the bundle layout), else None and no tiles.
+    ``size`` is the graph's input side; ``categories`` the bundle's category order and ``scoring`` its scoring rule
+    when a ``manifest.json`` lies beside the graph (the bundle layout), else None (every image squashed).
     """
 
     def __init__(self, onnx_path: Path) -> None:
-        from training.onnx_graph import OnnxScorer  # imports torch and onnx: only when a graph is evaluated
+        from model_store.session import GraphSession
 
-        self.scorer = OnnxScorer(Path(onnx_path))
-        self.size = self.scorer.input_size
+        self.session = GraphSession(Path(onnx_path))
+        self.size = self.session.input_size
         manifest_path = Path(onnx_path).parent / MANIFEST_FILE
         manifest = read_manifest(manifest_path) if manifest_path.is_file() else None
         self.categories = list(manifest.categories) if manifest else None
-        self.tiling = manifest.input.tiling if manifest else TilingPolicy()
+        self.scoring = manifest.scoring if manifest else None
 
     def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        outputs = self.scorer.run(images)
-        return outputs["score"], outputs["anomaly_map"], outputs["category_similarity"]
+        outputs = self.session.run(images)
+        return outputs.score, outputs.anomaly_map, outputs.category_similarity
 
 
 def score_fn_from_onnx(onnx_path: Path) -> OnnxScoreFn:

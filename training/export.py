@@ -30,13 +30,27 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from model_store.bundle import MANIFEST_FILE, BundleError, list_versions, read_manifest, sha256_file, verify_graph_io
-from model_store.manifest import FORMAT_VERSION, InputSpec, Manifest, OnnxSpec
-from model_store.tiling import TilingPolicy
+from model_store.bundle import (
+    DEFAULT_STORE,
+    MANIFEST_FILE,
+    BundleError,
+    list_versions,
+    read_manifest,
+    sha256_file,
+    verify_graph_io,
+)
+from model_store.manifest import FORMAT_VERSION, Calibration, InputSpec, Manifest, OnnxSpec
+from model_store.planner import FEATHER_MERGE, Planner, ScoringRule
 from model_store.triton import write_config
-from training.calibrate import DEFAULT_HOLDOUT_FRACTION, DEFAULT_HOLDOUT_SEED, CalibrationError, calibrate
+from training.calibrate import (
+    DEFAULT_HOLDOUT_FRACTION,
+    DEFAULT_HOLDOUT_SEED,
+    CalibrationError,
+    calibrate,
+)
 from training.onnx_graph import OPSET, GraphError, OnnxScorer, export_onnx
 from training.parity import PARITY_IMAGES, ParityError, check_parity, parity_samples
+from training.unknown_parts import non_part_frames
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +74,14 @@ def export_bundle(
     target_far: float = 0.01,
     parity_images: int = PARITY_IMAGES,
     metrics_path: Path | None = None,
+    min_similarity: float | None = None,
 ) -> Path:
     """Export ``run_dir`` (``training.model.load_run``) into ``<store>/<name>/<version>``; return that folder.
 
     ``data_roots`` default to the run's training data (``config.data``); they provide the parity images, the
-    held-out normals for calibration and the labelled test images for the report.
+    held-out normals for calibration and the labelled test images for the report. ``min_similarity`` is the
+    scoring rule's recognition floor, calibrated under as it will be served (None: derived from the held-out
+    normals, ``training.unknown_parts.recognition_floor``).
     """
     from training.data import discover
     from training.model import load_run
@@ -87,6 +104,7 @@ def export_bundle(
         parity_images=parity_images,
         metrics=metrics,
         training_data={"roots": [str(r) for r in roots], "run": str(run_dir), **index.summary()},
+        min_similarity=min_similarity,
     )
 
 
@@ -103,6 +121,7 @@ def export_model(
     metrics: dict | None = None,
     training_data: dict | None = None,
     load_images: Callable[[Sequence, int], np.ndarray] | None = None,
+    min_similarity: float | None = None,
 ) -> Path:
     """Export a loaded model (``PRDModel`` interface) with a ``training.data.DatasetIndex``; see ``export_bundle``."""
     store = Path(store)
@@ -128,8 +147,8 @@ def export_model(
         graph = staging / ONNX_FILE
         log.info("exporting %s graph to %s", precision, graph)
         export_onnx(model, graph, fp16=fp16)
-        tiling = getattr(model.config, "tiling", None) or TilingPolicy()  # stand-ins without one: no tiles
-        scorer = OnnxScorer(graph, tiling, model.categories)
+        rule = _scoring_rule(model, min_similarity)
+        scorer = OnnxScorer(graph, Planner(rule, model.categories))
         parity = check_parity(model, scorer, parity_samples(index, parity_images), precision, load_images)
         log.info(
             "parity on %d images: score %.2e, map %.2e (limit %.0e)",
@@ -138,36 +157,70 @@ def export_model(
             parity.map_max_rel_diff,
             parity.rtol,
         )
-        calibration, report = calibrate(scorer, index, model.categories, target_far, fraction, seed)
-        for warning in report["calibration_warnings"]:
-            log.warning("calibration: %s", warning)
+        rule, calibration, report = calibrate_rule(
+            scorer, index, model.categories, target_far, fraction, seed, min_similarity
+        )
         manifest = Manifest(
             format_version=FORMAT_VERSION,
             name=name,
             version=version,
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             onnx=OnnxSpec(file=ONNX_FILE, sha256=sha256_file(graph), opset=OPSET, precision=precision),
-            input=InputSpec(
-                height=int(model.input_size),
-                width=int(model.input_size),
-                max_tiles=tiling.max_tiles,
-                tiled_categories=sorted(tiling.tiled_categories),
-            ),
+            input=InputSpec(height=int(model.input_size), width=int(model.input_size)),
+            scoring=rule,
             categories=list(model.categories),
+            added_categories=list(getattr(getattr(model, "config", None), "added_categories", None) or []),
             calibration=calibration,
             teacher=str(model.teacher_name),
             prd=_jsonable(getattr(model.config, "prd_settings", None) or config),
             training_data=_jsonable({**(training_data or {}), "holdout": {"fraction": fraction, "seed": seed}}),
             metrics=_jsonable({**(metrics or {}), **report, "export_parity": asdict(parity)}),
         )
-        (staging / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2) + "\n")
-        _verify_staged(staging, scorer)
-        os.replace(staging, target)
+        publish(staging, target, manifest, scorer)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    write_config(store, name)
-    log.info("bundle %s written (%s, threshold %s)", target, precision, _thresholds(manifest))
     return target
+
+
+def calibrate_rule(
+    scorer: OnnxScorer,
+    index: object,
+    categories: Sequence[str],
+    target_far: float,
+    fraction: float,
+    seed: int,
+    min_similarity: float | None,
+) -> tuple[ScoringRule, Calibration, dict[str, object]]:
+    """Thresholds for the scorer's graph under its rule, and the rule with its recognition floor: the given one, or
+    the one derived from the held-out normals and the non-part frames (``training.unknown_parts``)."""
+    rule = scorer.planner.rule
+    non_part = scorer.run(non_part_frames(scorer.input_size)).category_similarity
+    calibration, report = calibrate(scorer, index, categories, target_far, fraction, seed, non_part_similarity=non_part)
+    derived = report.get("recognition_floor")
+    if min_similarity is None and isinstance(derived, dict):
+        # Below every held-out normal: calibration, scored without a floor, is what is served with it.
+        rule = rule.with_floor(float(derived["min_similarity"]))
+        floor, held = rule.routing.min_similarity, derived["n_images"]
+        log.info("recognition floor %.4f (derived from %d held-out normals)", floor, held)
+    for warning in report["calibration_warnings"]:
+        log.warning("calibration: %s", warning)
+    return rule, calibration, report
+
+
+def publish(staging: Path, target: Path, manifest: Manifest, scorer: OnnxScorer) -> None:
+    """Write the manifest, read it back as the service will, move the folder into place, refresh Triton's config."""
+    (staging / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2) + "\n")
+    _verify_staged(staging, scorer)
+    os.replace(staging, target)
+    write_config(target.parent.parent, target.parent.name)
+    log.info("bundle %s written (%s, threshold %s)", target, manifest.onnx.precision, _thresholds(manifest))
+
+
+def _scoring_rule(model: nn.Module, min_similarity: float | None) -> ScoringRule:
+    """The run's scoring rule (its tiling) with the export's similarity floor; stand-ins without a config squash."""
+    config = getattr(model, "config", None)
+    rule = config.scoring if config is not None and hasattr(config, "scoring") else None
+    return (rule or ScoringRule.squash(int(model.input_size))).with_floor(min_similarity).with_merge(FEATHER_MERGE)
 
 
 def _verify_staged(staging: Path, scorer: OnnxScorer) -> None:
@@ -208,7 +261,7 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``python -m training export``; the lead's ``training/cli.py`` calls this on its subparser."""
     parser.add_argument("run", type=Path, help="training run folder (config.json, checkpoint.pt, metrics.json)")
     parser.add_argument(
-        "--store", type=Path, default=Path("model_store"), help="model store folder (default: %(default)s)"
+        "--store", type=Path, default=DEFAULT_STORE, help="model repository to write into (default: %(default)s)"
     )
     parser.add_argument("--name", default="prd", help="model name in the store (default: %(default)s)")
     parser.add_argument("--version", type=int, default=None, help="version number (default: next integer)")
@@ -228,9 +281,22 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
         default=0.01,
         help="false-alarm rate on normal parts the thresholds aim at (default: %(default)s)",
     )
-    parser.add_argument("--parity-images", type=int, default=PARITY_IMAGES, help="images for the ORT-vs-torch check")
+    parser.add_argument(
+        "--parity-images",
+        type=int,
+        default=PARITY_IMAGES,
+        help="test images scored by both PyTorch and ONNX Runtime, which must agree (default: %(default)s)",
+    )
     parser.add_argument(
         "--metrics", type=Path, default=None, help="evaluation metrics.json (default: RUN/metrics.json)"
+    )
+    parser.add_argument(
+        "--min-similarity",
+        type=float,
+        default=None,
+        help="recognition floor written into the scoring rule: an image whose best category similarity is below "
+        "it is an unknown part (global calibration, no tiles); calibrated that way too (default: derived from the "
+        "held-out normals, training.unknown_parts.recognition_floor; -1 for none in effect)",
     )
 
 
@@ -251,6 +317,7 @@ def run_export(args: argparse.Namespace) -> Path:
             target_far=args.target_far,
             parity_images=args.parity_images,
             metrics_path=args.metrics,
+            min_similarity=args.min_similarity,
         )
     except (ExportError, GraphError, ParityError, CalibrationError, BundleError, DataError, RunError) as exc:
         raise SystemExit(f"export failed: {exc}") from exc

@@ -8,21 +8,29 @@ the student still gets wrong (Dinomaly's hard-mining idea, applied per position)
 
 from __future__ import annotations
 
+from typing import get_args
+
 import torch
 
 from training.anomaly_map import feature_distance_maps
+from training.config import LossMode
 
 EASY_GRADIENT_SCALE = 0.1
+LOSS_MODES: tuple[LossMode, ...] = get_args(LossMode)
 
 
 def distillation_loss(
     teacher: list[torch.Tensor],
     student: list[torch.Tensor],
-    mode: str = "pixel",
-    quantile: float = 0.9,
-    magnitude_weight: float = 0.0,
+    mode: LossMode,
+    quantile: float,
+    magnitude_weight: float,
     channel_weights: list[torch.Tensor] | None = None,
 ) -> torch.Tensor:
+    """Summed over scales. ``mode``, ``quantile`` (``hard_mining_quantile``) and ``magnitude_weight`` come from the
+    run's ``TrainConfig`` and have no defaults here, so the config's are the only ones a training step can use."""
+    if mode not in LOSS_MODES:
+        raise ValueError(f"unknown loss mode {mode!r} ({', '.join(LOSS_MODES)})")
     total = teacher[0].new_zeros(())
     for distance in feature_distance_maps(teacher, student, magnitude_weight, channel_weights):
         distance = distance[:, 0]
@@ -30,10 +38,8 @@ def distillation_loss(
             cutoff = torch.quantile(distance.detach().flatten()[:: max(1, distance.numel() // 65536)], quantile)
             weight = torch.where(distance.detach() < cutoff, EASY_GRADIENT_SCALE, 1.0)
             total = total + (distance * weight).sum() / weight.sum()
-        elif mode == "pixel":
-            total = total + distance.mean()
         else:
-            raise ValueError(f"unknown loss mode {mode!r} (pixel, hard)")
+            total = total + distance.mean()
     return total
 
 

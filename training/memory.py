@@ -4,9 +4,9 @@ The student's map (1 − cos of teacher and student) is blind to what the studen
 student reproduces some anomalies well: smooth, low-contrast ones (magnetic tiles ground unevenly, tire tread
 variations) change the teacher's features a little along directions a decoder trained on four textures copies.
 A nearest-normal-patch distance in the teacher's own space does not depend on what a decoder learned to copy, so it
-is the complementary signal (``training/research/bank_probe.py`` measured both, alone and mixed; README gives the
-figures). This module is PRD's "normal prototypes" taken literally in teacher space, beside the learned MNP bank on
-the embedding (``prototypes.py``), and is a switch like every other part (``memory_entries=0``: off).
+is the complementary signal: the ablation measures the two maps alone and fused (``docs/ablations.md``). This
+module is PRD's "normal prototypes" taken literally in teacher space, beside the learned MNP bank on the embedding
+(``prototypes.py``), and is a switch like every other part (``memory_entries=0``: off).
 
 Choices, and why:
 
@@ -20,19 +20,17 @@ Choices, and why:
 - **One memory per category** (``memory_per_category``, default), each image measured against the memory of the
   category the graph recognises it as (``recognition.py``: all 940 test images of ``../shared/data`` named
   correctly). A defect of one product can look like a normal patch of another, and one shared memory then calls it
-  normal. 4 096 entries per category against one shared memory of 16 384 (the same graph size for four
-  categories, a quarter of the distance computations per image), on the same trained student
-  (``python -m training.research.category_memory``; ``training/README.md`` has the figures): the memory alone
-  0.862 / 0.899 mean image / pixel AUROC against 0.845 / 0.903, fused at α = 4 0.869 / 0.899 against 0.860 / 0.903;
-  a model trained with it, 0.861 / 0.900 against 0.860 / 0.903, at 1.9–2.5× the images/s on CPU. A wrongly
+  normal. Per category, each memory answers only for the patches that can be normal for that part, so a quarter
+  of the entries of one shared memory detect as well (the same graph size for four categories, a quarter of the
+  distance computations per image; ``docs/ablations.md``, ``docs/changelog.md`` at ``prd/5``). A wrongly
   recognised image is measured against another product's normal patches, so it scores high: it fails towards an
   alarm rather than a pass (unless two categories look alike, when either memory serves). Scoring time stays flat
   as categories are added; the graph grows by one memory each.
 - **Distance**: Euclidean to the nearest entry, computed as ‖q‖² − 2 q·b + ‖b‖² (MatMul + ReduceMin in ONNX, so
   it is exported inside the graph like the rest of the map), ``CHUNK_ENTRIES`` entries at a time with a running
-  minimum: the full (positions × entries) product of a batch of 16 is 1 GB, and ONNX Runtime on 2 cores ran it
-  at 2.0 images/s where 1 024-entry chunks ran at 20.6 (the memory part alone, 16 384 entries, batch 16;
-  ``python -m training.research.memory_chunk_bench``, output in ``research/results/memory_chunk_bench_cpu.txt``).
+  minimum: the full (positions × entries) product of a batch is an intermediate that grows with the batch (1 GB for
+  16 images against 16 384 entries) and slows ONNX Runtime down as the batch grows, where chunks keep the rate flat
+  (``docs/research/memory_chunk_bench.py``; ``docs/research/README.md``).
 - **Fusion** (``AnomalyMap``): both maps are brought to one scale by their mean over the held-out normal images
   (set once after training by ``engine.calibrate_map_scales``), then ``rd / rd_scale + α · memory / memory_scale``
   is smoothed and scored like the plain map. With the scales fixed, the fused map is a fixed function of the image.
@@ -182,10 +180,15 @@ def build_category_memories(
     progress: bool = False,
 ) -> torch.Tensor:
     """(categories, entries, D): one memory per category, each from that category's training images alone."""
-    memories = []
-    for k in range(categories):
-        rows = category_ids == k
-        if not bool(rows.any()):
-            raise ValueError(f"category index {k} has no training images to build its patch memory from")
-        memories.append(build_memory([f[rows] for f in features], entries, seed, progress))
-    return torch.stack(memories)
+    return torch.stack([category_memory(features, category_ids, k, entries, seed, progress) for k in range(categories)])
+
+
+@torch.no_grad()
+def category_memory(
+    features: list[torch.Tensor], category_ids: torch.Tensor, k: int, entries: int, seed: int, progress: bool
+) -> torch.Tensor:
+    """(entries, D) memory of category index ``k`` (one job of ``build_category_memories``; ranks share them out)."""
+    rows = category_ids == k
+    if not bool(rows.any()):
+        raise ValueError(f"category index {k} has no training images to build its patch memory from")
+    return build_memory([f[rows] for f in features], entries, seed, progress)

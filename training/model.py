@@ -19,7 +19,7 @@ from torch import nn
 from training.anomaly_map import AnomalyMap
 from training.backbones import Teacher, build_teacher, default_taps
 from training.bottleneck import OneClassBottleneck
-from training.config import TrainConfig
+from training.config import ConfigError, TrainConfig
 from training.decoder import StudentDecoder
 from training.prototypes import PrototypeBank, Recall
 from training.recognition import category_similarity, pooled_descriptor
@@ -59,17 +59,8 @@ class PRDModel(nn.Module):
             else None
         )
         self.decoder = StudentDecoder(config.embed_dim, embed_stride, channels, strides, config.decoder_width)
-        self.anomaly_map = AnomalyMap(
-            config.image_size,
-            config.map_sigma,
-            config.score,
-            config.score_topk,
-            config.magnitude_weight,
-            channels,
-            config.memory_entries,
-            config.memory_weight,
-            max(1, len(self.categories)) if config.memory_per_category else 1,
-        )
+        banks = max(1, len(self.categories)) if config.memory_per_category else 1
+        self.anomaly_map = AnomalyMap.from_config(config, channels, banks)
         self.centroids_per_category = config.category_centroids
         rows = max(1, len(self.categories)) * self.centroids_per_category
         self.register_buffer("centroids", torch.zeros(rows, sum(channels)))
@@ -144,7 +135,10 @@ def load_run(run_dir: Path, device: str = "cpu") -> PRDModel:
         payload = torch.load(path, map_location=device, weights_only=False)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means the same thing to the user
         raise RunError(f"{path}: unreadable checkpoint ({exc})") from exc
-    config = TrainConfig.from_dict(payload["config"])
+    try:
+        config = TrainConfig.from_dict(payload["config"])
+    except ConfigError as exc:
+        raise RunError(f"{path}: its config is not valid: {exc}") from exc
     model = PRDModel(config, payload["categories"])
     result = model.load_state_dict(payload["model"], strict=False)
     missing = [k for k in result.missing_keys if not k.startswith("teacher.")]

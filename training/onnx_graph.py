@@ -26,10 +26,11 @@ import onnx
 import torch
 from torch import nn
 
-from model_store.bundle import BundleError
 from model_store.manifest import OutputSpec
+from model_store.outputs import GraphOutputs, ImageOutputs
+from model_store.planner import Planner, ScoringRule
 from model_store.preprocess import decode_rgb8, load_model_input
-from model_store.tiling import MergedTiles, TilingPolicy, score_routed
+from model_store.session import GraphSession, session_options
 from training.calibrate import FileScores
 
 OPSET = 17
@@ -139,34 +140,21 @@ def _toposort(graph: onnx.GraphProto) -> None:
 
 
 class OnnxScorer:
-    """An ONNX Runtime (CPU) session over a bundle graph, fed exactly as the service feeds it."""
+    """A bundle graph on ONNX Runtime (CPU, ``model_store.session``), fed exactly as the service feeds it."""
 
-    def __init__(self, path: Path, tiling: TilingPolicy | None = None, categories: Sequence[str] = ()) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.log_severity_level = 3  # fp16 graphs on CPU log a warning per op it up-casts; errors still raise
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises several unrelated types for a bad file
-            raise BundleError(
-                f"{path}: ONNX Runtime cannot load the graph (corrupt or truncated file?): {exc}"
-            ) from exc
+    def __init__(self, path: Path, planner: Planner | None = None) -> None:
+        self.session = GraphSession(Path(path), options=session_options())
         self.path = Path(path)
-        self.tiling = tiling or TilingPolicy()
-        """Which recognised categories are cut into tiles (the bundle manifest's ``input``); default: none."""
-        self.categories = list(categories)
-        """The graph's category order (``category_similarity``'s columns), to name a recognised category."""
-        graph_input = self.session.get_inputs()[0]
-        self.input_size = int(graph_input.shape[1])
-        self.input_names = [i.name for i in self.session.get_inputs()]
-        self.input_types = [i.type for i in self.session.get_inputs()]
-        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.planner = planner or Planner(ScoringRule.squash(self.session.input_size), ())
+        """The bundle's scoring rule (``model_store.planner``); default: every image squashed, no category."""
+        self.input_size = self.session.input_size
+        self.input_names = self.session.input_names
+        self.input_types = self.session.input_types
+        self.output_names = self.session.output_names
 
-    def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        """uint8 (N,S,S,3) → {output name: array}."""
-        values = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: np.ascontiguousarray(images, dtype=np.uint8)})
-        return dict(zip(OUTPUT_NAMES, values, strict=True))
+    def run(self, images: np.ndarray) -> GraphOutputs:
+        """uint8 (N,S,S,3) → the graph's outputs."""
+        return self.session.run(images)
 
     def load_files(self, paths: Sequence[Path]) -> np.ndarray:
         """The service's path from file bytes to one squashed model input each: ``preprocess.load_model_input``."""
@@ -174,16 +162,9 @@ class OnnxScorer:
             return np.empty((0, self.input_size, self.input_size, 3), np.uint8)
         return np.stack([load_model_input(Path(p).read_bytes(), self.input_size)[0] for p in paths])
 
-    def score_tiled(self, paths: Sequence[Path]) -> list[MergedTiles]:
-        """Each file as the service scores it: squashed, and cut into tiles when its recognised category is tiled
-        (``model_store.tiling.score_routed`` with this scorer's ``tiling``)."""
-
-        def run(images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            out = self.run(images)
-            return out["score"], out["anomaly_map"][:, 0], out["category_similarity"]
-
-        images = [decode_rgb8(Path(p).read_bytes()) for p in paths]
-        return score_routed(run, images, self.input_size, self.tiling, self.categories)
+    def score_tiled(self, paths: Sequence[Path]) -> list[ImageOutputs]:
+        """Each file as the service scores it without a given category (``Planner.score``)."""
+        return self.planner.score(self.run, [decode_rgb8(Path(p).read_bytes()) for p in paths])
 
     def score_files(self, paths: Sequence[Path], batch_size: int = 8, progress: str | None = None) -> FileScores:
         """Per-file score, map median and map maximum, and category similarities (tiles merged), batch by batch."""

@@ -64,10 +64,11 @@ def check_parity(
     with torch.no_grad():
         reference = {k: v.numpy() for k, v in zip(OUTPUT_NAMES, model(torch.from_numpy(trained)), strict=True)}
     onnx_out = scorer.run(served)
-    score_diff = np.abs(onnx_out["score"] - reference["score"]) / np.maximum(np.abs(reference["score"]), 1e-6)
-    map_peak = np.abs(reference["anomaly_map"]).reshape(len(paths), -1).max(axis=1)
-    map_diff = np.abs(onnx_out["anomaly_map"] - reference["anomaly_map"]).reshape(len(paths), -1).max(axis=1)
-    similarity_diff = np.abs(onnx_out["category_similarity"] - reference["category_similarity"])
+    score_diff = np.abs(onnx_out.score - reference["score"]) / np.maximum(np.abs(reference["score"]), 1e-6)
+    reference_map = reference["anomaly_map"].reshape(onnx_out.anomaly_map.shape)
+    map_peak = np.abs(reference_map).reshape(len(paths), -1).max(axis=1)
+    map_diff = np.abs(onnx_out.anomaly_map - reference_map).reshape(len(paths), -1).max(axis=1)
+    similarity_diff = np.abs(onnx_out.category_similarity - reference["category_similarity"])
     report = ParityReport(
         precision=precision,
         n_images=len(paths),

@@ -1,17 +1,16 @@
 """Which known category an image shows: pooled teacher descriptors against a few centroids per category.
 
-The graph answers ``category_similarity`` (N, C) so the service can pick a category's threshold when the camera
-does not say which part it is. Choices, measured on the 940 test images of ``../shared/data`` with the Lite2
-teacher (``python -m training.research.recognition_probe runs/demo``; output in
-``training/research/results/recognition_probe.txt``):
+The graph answers ``category_similarity`` (N, C) so the service can pick a category's threshold and patch memory
+when the camera does not say which part it is. How well it does is part of every evaluation
+(``category_recognition_accuracy`` in ``metrics.json``). Choices, and why:
 
 - **Descriptor**: each tapped scale global-average-pooled and L2-normalised on its own, then concatenated and
-  normalised, so the widest, coarsest map does not drown the others (one centroid per category: 91.7 % recognised
-  vs 78.4 % for one normalisation over the concatenation).
+  normalised, so the widest, coarsest map does not drown the others (one normalisation over the concatenation
+  recognised fewer test images).
 - **Several centroids per category** (k-means, ``category_centroids``=16): a category photographed under several
-  set-ups (magnetic tiles: dark and bright series) is several clusters, not one; similarity to a category is the
-  best over its centroids. 4 or 16 per category recognised all 940 (one: 91.7 %); 16 leaves room for categories
-  with more set-ups than these.
+  set-ups (magnetic tiles: dark and bright series) is several clusters, not one, and one mean centroid sits between
+  them; similarity to a category is the best over its centroids. 16 leaves room for categories with more set-ups
+  than those of ``../shared/data``.
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ def evaluate_run(
         report_dir,
         progress=progress,
         model_categories=model.categories,
-        tiling=model.config.tiling,
+        scoring=model.config.scoring,
     )
     metrics["report_dir"] = str(report_dir)
     metrics["scored_with"] = str(onnx_path) if onnx_path else f"pytorch ({target})"

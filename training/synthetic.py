@@ -17,6 +17,8 @@ import cv2
 import numpy as np
 
 DEFECT_TYPES = ("scratch", "spot")
+SIZE = 64
+"""Default short side of the generated images, for ``make_synthetic_dataset`` and ``python -m training synth``."""
 
 
 def _stripes(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -106,7 +108,7 @@ def make_synthetic_dataset(
     n_train: int = 12,
     n_test_good: int = 4,
     n_test_defect: int = 4,
-    size: int = 64,
+    size: int = SIZE,
     seed: int = 0,
     n_validation: int = 0,
 ) -> Path:

@@ -33,13 +33,26 @@ def _ready(port: int) -> dict[str, object] | None:
 
 
 @contextmanager
-def service_process(env_overrides: dict[str, str], log_path: Path, start_timeout_s: float = 180.0) -> Iterator[int]:
-    """Start the service with ``PRD_*`` overrides on a free loopback port; yield the port once ``/readyz`` is 200."""
+def service_process(
+    env_overrides: dict[str, str],
+    log_path: Path,
+    start_timeout_s: float = 180.0,
+    cwd: Path | None = None,
+    pids: list[int] | None = None,
+) -> Iterator[int]:
+    """Start the service with ``PRD_*`` overrides on a free loopback port; yield the port once ``/readyz`` is 200.
+
+    ``cwd``: the checkout to run (another tree's ``service`` for before/after runs); ``pids`` receives the pid.
+    """
     port = free_port()
     env = {**os.environ, **env_overrides, "PRD_HOST": HOST, "PRD_PORT": str(port), "PRD_ACCESS_LOG": "false"}
     env.setdefault("PRD_LOG_LEVEL", "warning")
     with open(log_path, "ab") as log:
-        process = subprocess.Popen([sys.executable, "-m", "service"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "service"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=cwd
+        )
+        if pids is not None:
+            pids.append(process.pid)
         try:
             deadline = time.monotonic() + start_timeout_s
             while _ready(port) is None:

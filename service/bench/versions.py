@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from model_store.bundle import load_bundle
+from model_store.bundle import DEFAULT_STORE, load_bundle
 from service.bench.raw import measure_raw
 from service.config import Settings
 from service.runtime import open_model
@@ -20,7 +20,7 @@ from service.runtime import open_model
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--store", type=Path, default=Path("model_store"))
+    parser.add_argument("--store", type=Path, default=DEFAULT_STORE)
     parser.add_argument("--name", default="prd")
     parser.add_argument("--versions", required=True, help="comma-separated versions; ratios are to the first")
     parser.add_argument("--batch-sizes", default="1,4")

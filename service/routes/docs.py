@@ -1,14 +1,21 @@
-"""OpenAPI text for the routes: the multipart body, both answer forms (JSON and PNG), and every problem answer.
+"""The API documentation: OpenAPI text for the routes (the multipart body, both answer forms, every problem answer)
+and the /docs (Swagger UI) and /redoc pages, whose JavaScript, CSS and icon the app serves itself.
 
 The score route parses its form itself (see ``service.uploads``), so its request body is described here by hand.
+A factory network has no internet: FastAPI's default pages load Swagger UI and ReDoc from a CDN (and ReDoc's fonts
+from Google), so here they come from the ``fastapi-offline`` package's copies under ``DOCS_ASSETS_URL``.
 """
 
 from __future__ import annotations
 
+from importlib import resources
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 
 from service.errors import PROBLEM_JSON
 from service.schemas import Problem
@@ -58,6 +65,7 @@ SCORE_BODY: dict[str, Any] = {
                         },
                         "category": {"type": "string", "description": "Category of every image (optional)."},
                     },
+                    "anyOf": [{"required": ["file"]}, {"required": ["files"]}],
                 }
             }
         },
@@ -91,13 +99,14 @@ SCORE_RESPONSES: dict[int | str, dict[str, Any]] = {
     },
     401: _problem("API keys are configured and X-API-Key is missing or wrong."),
     406: _problem("`Accept: image/png` with more than one file."),
-    413: _problem("Upload over the byte limit, or more files than allowed."),
+    408: _problem("The body did not arrive within the body timeout."),
+    413: _problem("Upload over the byte limit, more files or pixels than allowed, or more tiles than the queue holds."),
     415: _problem("The body is not multipart/form-data."),
     422: _problem(
         "A file is not a usable image (all listed in `errors`; good files in `results`), a form field is "
         "wrong or missing, or the category is unknown."
     ),
-    503: _problem("Queue full (with Retry-After), model not ready, or shutting down."),
+    503: _problem("At capacity (with Retry-After, answered before any decoding), model not ready, or shutting down."),
 }
 
 MANAGEMENT_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -107,13 +116,19 @@ MANAGEMENT_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def problem_json_openapi(app: FastAPI) -> dict[str, Any]:
-    """The app's OpenAPI schema with error answers under ``application/problem+json`` (what is really sent)."""
+def problem_json_openapi(app: FastAPI, api_keys: bool = True) -> dict[str, Any]:
+    """The app's OpenAPI schema with error answers under ``application/problem+json`` (what is really sent); without
+    configured keys (``api_keys`` false) it declares no ``X-API-Key`` scheme and no 401, as none is asked for."""
     if app.openapi_schema:
         return app.openapi_schema
     schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    if not api_keys:
+        schema.get("components", {}).pop("securitySchemes", None)
     for operations in schema.get("paths", {}).values():
         for operation in operations.values():
+            if not api_keys:
+                operation.pop("security", None)
+                operation.get("responses", {}).pop("401", None)
             for status, response in operation.get("responses", {}).items():
                 content = response.get("content", {})
                 ref = content.get("application/json", {}).get("schema", {}).get("$ref", "")
@@ -121,3 +136,42 @@ def problem_json_openapi(app: FastAPI) -> dict[str, Any]:
                     content[PROBLEM_JSON] = content.pop("application/json")
     app.openapi_schema = schema
     return schema
+
+
+DOCS_ASSETS_URL = "/docs-assets"
+"""Where the app serves Swagger UI's and ReDoc's files (swagger-ui-bundle.js, swagger-ui.css, redoc.standalone.js)."""
+DOCS_ASSETS_PACKAGE = "fastapi_offline"
+
+
+def install_docs(app: FastAPI, docs_url: str = "/docs", redoc_url: str = "/redoc") -> None:
+    """Serve /docs and /redoc with every asset from the app itself; the app must be built with both URLs ``None``."""
+    assets = resources.files(DOCS_ASSETS_PACKAGE) / "static"
+    app.mount(DOCS_ASSETS_URL, StaticFiles(directory=str(assets)), name="docs-assets")
+    oauth2_redirect_url = f"{docs_url}/oauth2-redirect"
+
+    @app.get(docs_url, include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} - Swagger UI",
+            oauth2_redirect_url=f"{root}{oauth2_redirect_url}",
+            swagger_js_url=f"{root}{DOCS_ASSETS_URL}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS_URL}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS_URL}/favicon.png",
+        )
+
+    @app.get(oauth2_redirect_url, include_in_schema=False)
+    async def swagger_ui_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get(redoc_url, include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_redoc_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{root}{DOCS_ASSETS_URL}/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{DOCS_ASSETS_URL}/favicon.png",
+            with_google_fonts=False,
+        )

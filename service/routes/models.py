@@ -40,6 +40,8 @@ async def models(state: StateDep, _: ApiKeyDep) -> ModelSummary:
         teacher=manifest.teacher,
         precision=manifest.onnx.precision,
         input=InputInfo(**manifest.input.model_dump(exclude={"name", "channels"})),
+        scoring=model.planner.rule,
+        added_categories=list(manifest.added_categories),
         categories=[_category(name, per_category[name]) for name in manifest.categories],
         global_calibration=_category(GLOBAL_KEY, per_category[GLOBAL_KEY]),
         provider=model.provider,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from contextlib import suppress
 from dataclasses import asdict
+from functools import partial
 from typing import Annotated, TypeVar
 from urllib.parse import quote
 
@@ -14,10 +14,12 @@ from starlette.types import Receive
 
 from service.errors import BadImages, ClientDisconnected, NotAcceptable
 from service.routes.docs import SCORE_BODY, SCORE_DESCRIPTION, SCORE_RESPONSES
+from service.runtime import OnnxModel
 from service.schemas import ModelRef, ScoreResponse
-from service.scoring import ScoreOutcome, ScoreRequest, check_category
-from service.state import ApiKeyDep, StateDep
-from service.uploads import read_form
+from service.scoring import ScoreOutcome, Scorer, ScoreRequest, check_category
+from service.state import ApiKeyDep, ServiceState, StateDep, unless
+from service.text import shown
+from service.uploads import FormUploads, read_form
 
 T = TypeVar("T")
 _JSON_TYPES = ("application/json", "application/*", "*/*")
@@ -42,10 +44,35 @@ async def score(
 ) -> ScoreResponse | Response:
     want_png = wants_png(request.headers.get("accept", ""))
     scorer, model = state.scoring()
+    form, outcome = await state.until_drain_expires(
+        _score(request, state, scorer, model, category, want_png, heatmap, overlay)
+    )
+    ref = ModelRef(name=model.manifest.name, version=model.manifest.version)
+    if outcome.problems:
+        raise _bad_images(outcome, len(form.uploads), ref)
+    if want_png:
+        return _png_response(outcome, ref)
+    return ScoreResponse(model=ref, results=outcome.results)
+
+
+async def _score(
+    request: Request,
+    state: ServiceState,
+    scorer: Scorer,
+    model: OnnxModel,
+    category: str | None,
+    want_png: bool,
+    heatmap: bool,
+    overlay: bool,
+) -> tuple[FormUploads, ScoreOutcome]:
+    """Read the form, admit the request on its whole work (from the headers), then score it; every refusal is
+    raised before anything is decoded or queued."""
     settings = state.settings
-    arrival = scorer.admit()
+    arrival = scorer.announce()
     try:
-        form = await read_form(request, settings.max_upload_bytes, settings.max_files, category)
+        form = await read_form(
+            request, settings.max_upload_bytes, settings.max_files, category, settings.body_timeout_s
+        )
         arrival.expect(len(form.uploads))
         if want_png and len(form.uploads) != 1:
             message = (
@@ -53,16 +80,15 @@ async def score(
             )
             raise NotAcceptable(message)
         given = check_category(form.category, model.manifest)
-        job = ScoreRequest(form.uploads, given, heatmap=heatmap or overlay or want_png, overlay=overlay)
-        outcome = await scorer.score(model, job, lambda work: until_disconnect(request.receive, work), arrival)
+        admission = scorer.admit(model, form.uploads, given)
+        try:
+            job = ScoreRequest(form.uploads, given, heatmap=heatmap or overlay or want_png, overlay=overlay)
+            guard = partial(until_disconnect, request.receive)
+            return form, await scorer.score(model, job, guard, arrival, admission)
+        finally:
+            admission.release()
     finally:
         arrival.settle()
-    ref = ModelRef(name=model.manifest.name, version=model.manifest.version)
-    if outcome.problems:
-        raise _bad_images(outcome, len(form.uploads), ref)
-    if want_png:
-        return _png_response(outcome, ref)
-    return ScoreResponse(model=ref, results=outcome.results)
 
 
 def wants_png(accept: str) -> bool:
@@ -93,20 +119,9 @@ def _quality(params: str) -> float:
 
 async def until_disconnect(receive: Receive, work: Awaitable[T]) -> T:
     """Await ``work`` unless the client disconnects first; then cancel it (queued images are skipped, not run)."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_disconnected(receive))
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    except asyncio.CancelledError:
-        task.cancel()
-        raise
-    finally:
-        watcher.cancel()
-    if task.done():
-        return task.result()
-    task.cancel()
-    with suppress(asyncio.CancelledError):
-        await task
+    finished, result = await unless(work, _disconnected(receive))
+    if finished:
+        return result  # type: ignore[return-value]
     raise ClientDisconnected("the client closed the connection before its images were scored")
 
 
@@ -120,7 +135,7 @@ async def _disconnected(receive: Receive) -> None:
 
 
 def _bad_images(outcome: ScoreOutcome, n_files: int, ref: ModelRef) -> BadImages:
-    listed = ", ".join(f"{p.filename!r} ({p.kind}: {p.detail})" for p in outcome.problems)
+    listed = ", ".join(f"{shown(p.filename)} ({p.kind}: {p.detail})" for p in outcome.problems)
     scored = "; the other files are scored in 'results'" if outcome.results else ""
     detail = f"{len(outcome.problems)} of {n_files} files cannot be scored: {listed}{scored}"
     return BadImages(

@@ -138,3 +138,60 @@ def test_calibrate_covers_every_category_and_the_global_key_and_checks_on_test_i
     assert any("only 2 held-out normal images" in w for w in report["calibration_warnings"])
     with pytest.raises(CalibrationError, match="target false-alarm rate"):
         calibrate(_FakeScorer(), DatasetIndex(["a"], train, [], test), ["a"], target_far=0.0)
+
+
+def test_calibration_keeps_a_quantile_table_of_the_held_out_scores() -> None:
+    values = np.arange(101, dtype=float)
+    table = category_calibration(_scores(values), 0.01, "test").normal_quantiles
+    assert table is not None and len(table) == 21
+    assert table[0] == 0 and table[10] == 50 and table[-1] == 100
+
+
+def test_false_alarm_probability_is_the_fraction_of_normals_at_least_as_high() -> None:
+    values = np.random.default_rng(1).normal(1.0, 0.2, 400)
+    calibration = category_calibration(_scores(values), 0.01, "test")
+    for score in (0.7, 0.9, 1.0, 1.2, 1.35):
+        expected = float((values >= score).mean())
+        assert calibration.false_alarm_probability(score) == pytest.approx(expected, abs=0.03)
+    assert calibration.false_alarm_probability(values.min() - 1) == 1.0
+    assert calibration.false_alarm_probability(values.max() + 1) == 0.0
+    probabilities = [calibration.false_alarm_probability(s) for s in np.linspace(0, 2, 50)]
+    assert all(a >= b for a, b in zip(probabilities, probabilities[1:], strict=False))
+
+
+def test_a_bundle_without_a_quantile_table_has_no_false_alarm_probability() -> None:
+    calibration = category_calibration(_scores(np.arange(20.0)), 0.01, "test").model_copy(
+        update={"normal_quantiles": None}
+    )
+    assert calibration.false_alarm_probability(5.0) is None
+
+
+def test_recognition_floor_is_below_every_held_out_normal_by_a_margin() -> None:
+    from training.unknown_parts import recognition_floor
+
+    similarity = np.array([[0.95, 0.2], [0.9, 0.3], [0.1, 0.85], [0.2, 0.97]])
+    best = similarity.max(axis=1)
+    derived = recognition_floor(similarity, spreads=2.0)
+    assert derived["min_similarity"] == pytest.approx(best.min() - 2.0 * best.std(ddof=1))
+    assert derived["n_images"] == 4 and derived["non_part_best_max"] is None
+
+
+def test_recognition_floor_comes_down_to_halfway_towards_non_part_frames() -> None:
+    from training.unknown_parts import recognition_floor
+
+    similarity = np.array([[0.95, 0.2], [0.9, 0.3], [0.1, 0.89], [0.2, 0.97]])
+    far = recognition_floor(similarity, np.array([[0.3, 0.4]]))
+    assert far["min_similarity"] == pytest.approx(0.5 * (0.4 + 0.89))  # lower than min − 2 spreads (≈ 0.85)
+    close = recognition_floor(similarity, np.array([[0.88, 0.1]]))
+    assert close["min_similarity"] == pytest.approx(recognition_floor(similarity)["min_similarity"])
+    with pytest.raises(ValueError, match="recognition floor"):
+        recognition_floor(np.zeros((0, 2)))
+
+
+def test_non_part_frames_are_deterministic_blank_and_noise_squares() -> None:
+    from training.unknown_parts import non_part_frames
+
+    frames = non_part_frames(32)
+    assert frames.shape == (16, 32, 32, 3) and frames.dtype == np.uint8
+    np.testing.assert_array_equal(frames, non_part_frames(32))
+    assert (frames[0] == 0).all() and (frames[4] == 255).all()

@@ -60,14 +60,15 @@ def test_cli_exports_a_run_folder_with_the_runs_data_and_metrics(run_dir: Path, 
     assert manifest.metrics["export_parity"]["score_max_rel_diff"] <= 1e-4
     assert manifest.training_data["categories"].keys() == set(manifest.categories)
     check_config((store / "prd" / CONFIG_FILE).read_text(), manifest)
-    assert (manifest.input.max_tiles, manifest.input.tiled_categories) == (4, [])  # the run's: none tiled here
+    assert manifest.format_version == 2 and manifest.scoring.tiling.scheme == "squash/1"  # the run's: none tiled
 
 
 def test_calibration_scores_a_file_of_a_tiled_category_as_its_merged_tiles(dataset, tmp_path: Path) -> None:
     import numpy as np
 
+    from model_store.planner import FEATHER_MERGE, ScoringRule
     from model_store.preprocess import decode_rgb8
-    from model_store.tiling import TilingPolicy, cut_tiles
+    from model_store.tiling import cut_tiles
     from training.onnx_graph import OnnxScorer
 
     run = tmp_path / "run"
@@ -76,19 +77,23 @@ def test_calibration_scores_a_file_of_a_tiled_category_as_its_merged_tiles(datas
     store = tmp_path / "store"
     run_export(_args(str(run), "--store", str(store), "--name", "prd"))
     manifest = load_bundle(store, "prd", "latest").manifest
-    assert (manifest.input.max_tiles, manifest.input.tiled_categories) == (4, sorted(dataset.categories))
+    floor = manifest.metrics["recognition_floor"]["min_similarity"]  # derived from the held-out normals
+    assert manifest.scoring.routing.min_similarity == pytest.approx(floor)
+    expected = ScoringRule.tiled(64, 4, sorted(dataset.categories), merge=FEATHER_MERGE).with_floor(floor)
+    assert manifest.scoring == expected
     graph = store / "prd" / "1" / "model.onnx"
     tall = next(s.path for s in dataset.test if s.category == "blobs")  # 1.5× taller than wide: two tiles
     rgb = decode_rgb8(tall.read_bytes())
-    tiles, layout = cut_tiles(rgb, 64, 4)
+    layout = manifest.scoring.layout(rgb.shape[0], rgb.shape[1], "blobs")
     assert layout.count == 2
     plain = OnnxScorer(graph)
-    per_tile, squashed = plain.run(tiles), plain.run(cut_tiles(rgb, 64, 1)[0])
-    scored = OnnxScorer(graph, TilingPolicy(4, frozenset(dataset.categories)), dataset.categories).score_files([tall])
-    assert scored.score[0] == pytest.approx(float(per_tile["score"].max()), rel=1e-6)
-    np.testing.assert_allclose(scored.similarity[0], squashed["category_similarity"][0], rtol=1e-6)  # chose it
+    squashed_layout = ScoringRule.squash(64).layout(rgb.shape[0], rgb.shape[1], "blobs")
+    per_tile, squashed = plain.run(cut_tiles(rgb, layout)), plain.run(cut_tiles(rgb, squashed_layout))
+    scored = OnnxScorer(graph, manifest.planner()).score_files([tall])
+    assert scored.score[0] == pytest.approx(float(per_tile.score.max()), rel=1e-6)
+    np.testing.assert_allclose(scored.similarity[0], squashed.category_similarity[0], rtol=1e-6)  # chose it
     assert scored.map_max[0] <= scored.score[0] + 1e-6  # overlaps averaged: the stitched peak is at most the score
-    assert plain.score_files([tall]).score[0] == pytest.approx(float(squashed["score"][0]), rel=1e-6)  # no tiling
+    assert plain.score_files([tall]).score[0] == pytest.approx(float(squashed.score[0]), rel=1e-6)  # no tiling
 
 
 def test_cli_reports_a_bad_run_in_one_line(tmp_path: Path) -> None:

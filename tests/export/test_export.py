@@ -67,10 +67,10 @@ def test_onnx_runtime_matches_torch_on_generated_images(store: Path, model: Stan
     images = np.random.default_rng(3).integers(0, 256, (5, 48, 48, 3), dtype=np.uint8)
     served = OnnxScorer(store / "prd" / "1" / "model.onnx").run(images)
     reference = _torch_outputs(model, images)
-    np.testing.assert_allclose(served["score"], reference["score"], rtol=1e-4)
+    np.testing.assert_allclose(served.score, reference["score"], rtol=1e-4)
     peak = np.abs(reference["anomaly_map"]).max()
-    assert np.abs(served["anomaly_map"] - reference["anomaly_map"]).max() <= 1e-4 * peak
-    np.testing.assert_allclose(served["category_similarity"], reference["category_similarity"], atol=1e-5)
+    assert np.abs(served.anomaly_map - reference["anomaly_map"][:, 0]).max() <= 1e-4 * peak
+    np.testing.assert_allclose(served.category_similarity, reference["category_similarity"], atol=1e-5)
 
 
 def test_file_scored_through_the_service_path_equals_the_training_score(store: Path, model, tmp_path: Path) -> None:
@@ -84,9 +84,9 @@ def test_file_scored_through_the_service_path_equals_the_training_score(store: P
     scorer = OnnxScorer(store / "prd" / "1" / "model.onnx")
     served = scorer.run(np.stack([load_model_input(p.read_bytes(), 48)[0] for p in files]))
     reference = _torch_outputs(model, load_images(files, 48, progress=False))
-    np.testing.assert_allclose(served["score"], reference["score"], rtol=1e-4)
+    np.testing.assert_allclose(served.score, reference["score"], rtol=1e-4)
     scores = scorer.score_files(files, batch_size=2)
-    np.testing.assert_allclose(scores.score, served["score"], rtol=1e-6)
+    np.testing.assert_allclose(scores.score, served.score, rtol=1e-6)
 
 
 def test_category_recognition_accuracy_is_recorded_from_the_test_images(store: Path, dataset) -> None:
@@ -112,7 +112,7 @@ def test_fp16_bundle_loads_and_stays_close_to_torch(store_copy: Path, model, dat
     images = np.random.default_rng(4).integers(0, 256, (3, 48, 48, 3), dtype=np.uint8)
     served = OnnxScorer(bundle.onnx_path).run(images)
     reference = _torch_outputs(model, images)
-    np.testing.assert_allclose(served["score"], reference["score"], rtol=PARITY_RTOL["fp16"])
+    np.testing.assert_allclose(served.score, reference["score"], rtol=PARITY_RTOL["fp16"])
     check_config((store / "prd" / CONFIG_FILE).read_text(), bundle.manifest)  # rewritten for the new latest
 
 
@@ -155,5 +155,9 @@ def test_export_stops_and_leaves_nothing_when_parity_fails(dataset, tmp_path: Pa
 
 def test_manifest_json_round_trips_through_the_schema(store: Path) -> None:
     raw = json.loads((store / "prd" / "1" / "manifest.json").read_text())
-    assert raw["format_version"] == 1 and len(raw["onnx"]["sha256"]) == 64
+    assert (
+        raw["format_version"] == 2
+        and raw["scoring"]["tiling"]["scheme"] == "squash/1"
+        and len(raw["onnx"]["sha256"]) == 64
+    )
     assert raw["created_at"].endswith("+00:00")

@@ -34,6 +34,8 @@ RULE_TEST_FILES = sorted((PROMETHEUS_DIR / "tests").glob("*.yml"))
 DASHBOARD = DOCKER / "grafana" / "dashboards" / "prd-inspect.json"
 COMPOSE_FILE = REPO / "docker-compose.yml"
 CONTRACT = REPO / "model_store" / "CONTRACT.md"
+MODEL_REPOSITORY = "model_store/repository"
+"""The bundles: a Triton model repository, relative to REPO; images mount it, they never carry it."""
 HEALTHCHECK_SCRIPT = DOCKER / "healthcheck.py"
 
 SERVICE_COMMAND = ("python", "-m", "service")
@@ -48,11 +50,17 @@ TEMPLATE_VALUES = {"__rate_interval": "5m", "__interval": "15s", "category": ".*
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
 
-def require_binary(name: str) -> str:
+def locked_versions(lock: Path) -> dict[str, str]:
+    """``{package: version}`` of a lock file (requirements/*.txt, written by `make lock`), names normalised."""
+    pins = re.findall(r"^([A-Za-z0-9][\w.-]*)==([^\s;\\]+)", lock.read_text(), flags=re.MULTILINE)
+    return {re.sub(r"[-_.]+", "-", name).lower(): version for name, version in pins}
+
+
+def require_binary(name: str, install: str = "Debian: apt-get install prometheus; .ci/run installs it") -> str:
     """Path of ``name``; skip with the reason when absent locally, but fail under CI, where `.ci/run` installs it."""
     path = shutil.which(name)
     if path is None:
-        message = f"{name} is not installed (Debian: apt-get install prometheus; .ci/run installs it)"
+        message = f"{name} is not installed ({install})"
         if os.environ.get("CI"):
             pytest.fail(f"{message}; CI must run this check")
         pytest.skip(message)
@@ -226,11 +234,17 @@ def dockerignore_patterns() -> list[str]:
 
 
 def _pattern_regex(pattern: str) -> re.Pattern[str]:
-    """A .dockerignore pattern (Go filepath.Match plus ``**``) as a regex over slash-separated relative paths."""
+    """A .dockerignore pattern (Go filepath.Match plus ``**``) as a regex over slash-separated relative paths.
+
+    As in Docker's matcher, ``**/`` stands for zero or more folders, so ``**/*.onnx`` also matches ``model.onnx``.
+    """
     parts = []
     index = 0
     while index < len(pattern):
-        if pattern.startswith("**", index):
+        if pattern.startswith("**/", index):
+            parts.append("(.*/)?")
+            index += 3
+        elif pattern.startswith("**", index):
             parts.append(".*")
             index += 2
         elif pattern[index] == "*":

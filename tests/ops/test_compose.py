@@ -1,7 +1,10 @@
-"""docker-compose.yml, checked without a Docker engine: structure, mounts, healthchecks, GPU reservation, schema."""
+"""docker-compose.yml, checked without a Docker engine: structure, mounts (the model repository, never baked into an
+image), healthchecks, GPU reservation, schema."""
 
 from __future__ import annotations
 
+import importlib.util
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -13,6 +16,7 @@ from tests.ops.support import (
     COMPOSE_FILE,
     DOCKER,
     HEALTHCHECK_SCRIPT,
+    MODEL_REPOSITORY,
     REPO,
     SCRAPE_JOB,
     dockerfile_instructions,
@@ -67,11 +71,59 @@ def test_scorers_build_their_dockerfiles_and_answer_to_the_scraped_name(compose:
         assert "command" not in service and "entrypoint" not in service, "the image's CMD must stay the command"
 
 
-def test_model_store_is_mounted_read_only_into_the_scorers(compose: dict[str, Any]) -> None:
-    for name in SCORERS:
+def test_every_scorer_mounts_the_model_repository_read_only_where_prd_model_store_points(
+    compose: dict[str, Any],
+) -> None:
+    scorers = {
+        name for name, service in compose["services"].items() if "PRD_MODEL_STORE" in service.get("environment", {})
+    }
+    assert scorers == set(SCORERS)
+    for name in scorers:
         service = compose["services"][name]
         store = service["environment"]["PRD_MODEL_STORE"]
-        assert ("./model_store", store, "ro") in _bind_mounts(service)
+        mounts = [mount for mount in _bind_mounts(service) if mount[1] == store]
+        assert mounts == [(f"./{MODEL_REPOSITORY}", store, "ro")], f"{name}: {store} is mounted as {mounts}"
+
+
+def test_no_service_mounts_code_over_the_images_code(compose: dict[str, Any]) -> None:
+    """The code comes from the image; into /app only data folders are mounted (runs, the model repository)."""
+    data_folders = ("./runs", f"./{MODEL_REPOSITORY}")
+    for name, service in compose["services"].items():
+        for source, target, _mode in _bind_mounts(service):
+            if target == "/app" or target.startswith("/app/"):
+                assert source in data_folders, f"{name} mounts {source} at {target}, over the image's code"
+
+
+def test_train_mounts_the_repository_read_write_at_its_working_tree_path(compose: dict[str, Any]) -> None:
+    mounts = _bind_mounts(compose["services"]["train"])
+    assert (f"./{MODEL_REPOSITORY}", f"/app/{MODEL_REPOSITORY}", "rw") in mounts, "export writes bundles there"
+    assert ("./runs", "/app/runs", "rw") in mounts
+    train_workdir = [a for i, a in dockerfile_instructions(DOCKER / "Dockerfile.train") if i == "WORKDIR"][-1]
+    assert train_workdir == "/app", "relative paths (--store model_store/repository) must resolve to the mounts"
+
+
+STALE_STORE_PATH = re.compile(
+    r"model_store/(?=[\w<])(?!repository\b|CONTRACT\.md)|\./model_store:|--store model_store\s|/app/model_store\b(?!/)"
+)
+"""Store paths from before the model repository: model_store/<name>/..., the whole folder mounted, /app/model_store."""
+
+
+def test_docker_files_and_compose_name_the_model_repository_not_the_old_store() -> None:
+    files = [COMPOSE_FILE, REPO / ".dockerignore", *(path for path in sorted(DOCKER.rglob("*")) if path.is_file())]
+    for path in files:
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            assert not STALE_STORE_PATH.search(line), (
+                f"{path.relative_to(REPO)}:{number} names an old store path: {line}"
+            )
+
+
+def test_check_bundle_defaults_to_the_services_model_store() -> None:
+    spec = importlib.util.spec_from_file_location("check_bundle", DOCKER / "check_bundle.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.DEFAULT_STORE == MODEL_REPOSITORY
+    assert Path(module.DEFAULT_STORE) == Settings.model_fields["model_store"].default
 
 
 def test_every_bind_mount_source_exists(compose: dict[str, Any]) -> None:

@@ -1,27 +1,34 @@
-"""The Dockerfiles, checked without a Docker engine: what they copy exists, what they run is what the tests run,
-the service images stay torch-free and run as a non-root user."""
+"""The Dockerfiles, checked without a Docker engine: what they copy exists and carries no bundle, what they run is what
+the tests run, the service images stay torch-free and run as a non-root user."""
 
 from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from service.config import Settings
 from tests.ops.support import (
+    COMPOSE_FILE,
     DOCKER,
     HEALTHCHECK_SCRIPT,
+    MODEL_REPOSITORY,
     REPO,
     SERVICE_COMMAND,
     TRAINING_COMMAND,
     dockerfile_instructions,
     dockerignored,
     exec_form,
+    load_yaml,
+    locked_versions,
     pyproject,
 )
 
 SERVICE_IMAGES = {"Dockerfile.cpu": "serve", "Dockerfile.gpu": "gpu"}
+"""Each service image and its extra, whose lock (requirements/<extra>.txt) it installs."""
 ALL_IMAGES = (*SERVICE_IMAGES, "Dockerfile.train")
 
 
@@ -54,22 +61,80 @@ def _package(requirement: str) -> str:
     return re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0].lower()
 
 
+def _copy_sources(name: str) -> list[str]:
+    """Every source path or glob a COPY/ADD of the Dockerfile names (flags and destinations dropped)."""
+    sources = []
+    for instruction, arguments in _instructions(name):
+        if instruction in ("COPY", "ADD"):
+            sources += [part for part in shlex.split(arguments) if not part.startswith("--")][:-1]
+    return sources
+
+
+def _files_named_by(source: str) -> Iterator[str]:
+    """Repository files a COPY source would take if .dockerignore let everything through (globs and folders)."""
+    for match in REPO.glob(source.rstrip("/")):
+        for path in [match] if match.is_file() else sorted(match.rglob("*")):
+            if path.is_file():
+                yield path.relative_to(REPO).as_posix()
+
+
 @pytest.mark.parametrize("name", ALL_IMAGES)
 def test_every_copied_path_exists_in_the_build_context(name: str) -> None:
-    copies = [arguments for instruction, arguments in _instructions(name) if instruction in ("COPY", "ADD")]
-    assert copies
-    for arguments in copies:
-        parts = [part for part in shlex.split(arguments) if not part.startswith("--")]
-        for source in parts[:-1]:
-            assert (REPO / source).exists(), f"{name}: COPY source {source} does not exist"
-            assert not dockerignored(source), f"{name}: COPY source {source} is excluded by .dockerignore"
+    sources = _copy_sources(name)
+    assert sources
+    for source in sources:
+        matches = [path.relative_to(REPO).as_posix() for path in REPO.glob(source.rstrip("/"))]
+        assert matches, f"{name}: COPY source {source} does not exist"
+        for match in matches:
+            assert not dockerignored(match), f"{name}: COPY source {match} is excluded by .dockerignore"
+
+
+@pytest.mark.parametrize("name", ALL_IMAGES)
+def test_images_copy_no_bundle(name: str) -> None:
+    for source in _copy_sources(name):
+        if source.startswith("model_store"):
+            assert source.endswith(".py"), f"{name}: COPY {source}: only model_store's Python files belong in an image"
+        for path in _files_named_by(source):
+            assert not path.startswith(MODEL_REPOSITORY), f"{name}: COPY {source} takes {path} from the repository"
+            assert not path.endswith(".onnx"), f"{name}: COPY {source} takes the model {path}"
+
+
+def test_images_copy_every_module_of_the_model_store_package() -> None:
+    package = {path.relative_to(REPO).as_posix() for path in (REPO / "model_store").glob("*.py")}
+    assert "model_store/__init__.py" in package
+    for name in ALL_IMAGES:
+        copied = {path for source in _copy_sources(name) for path in _files_named_by(source)}
+        assert package <= copied, f"{name} misses {sorted(package - copied)}"
 
 
 def test_dockerignore_keeps_the_context_small_but_complete() -> None:
-    for excluded in (".git", ".venv", ".venv-serve", "runs", "tests/ops", "docker/prometheus", "service/__pycache__"):
-        assert dockerignored(excluded), excluded
-    for kept in ("service", "model_store", "training", "pyproject.toml", "README.md", "docker/healthcheck.py"):
-        assert not dockerignored(kept), kept
+    excluded = (
+        ".git",
+        ".venv",
+        ".venv-serve",
+        ".venv-ci-serve",
+        "runs",
+        "runs/demo/checkpoint.pt",
+        "tests",
+        "tests/ops",
+        "docs",
+        "docker/prometheus",
+        "service/__pycache__",
+        "model_store/__pycache__/bundle.cpython-311.pyc",
+        ".pytest_cache",
+        ".ruff_cache",
+        ".mypy_cache",
+        MODEL_REPOSITORY,
+        f"{MODEL_REPOSITORY}/prd/config.pbtxt",
+        f"{MODEL_REPOSITORY}/prd/7/model.onnx",
+        "model_store/prd/1/model.onnx",
+        "model.onnx",
+    )
+    for path in excluded:
+        assert dockerignored(path), path
+    kept = ("service", "training", "pyproject.toml", "README.md", "docker/healthcheck.py", "requirements/serve.txt")
+    for path in (*kept, *(p.relative_to(REPO).as_posix() for p in (REPO / "model_store").glob("*.py"))):
+        assert not dockerignored(path), path
 
 
 @pytest.mark.parametrize("name", SERVICE_IMAGES)
@@ -89,23 +154,28 @@ def test_service_images_never_install_torch(name: str) -> None:
     instructions = " ".join(f"{i} {a}" for i, a in _instructions(name))  # comments dropped
     assert "torch" not in instructions.lower()
     installs = [a for i, a in _instructions(name) if i == "RUN" and "pip install" in a]
-    extras = re.findall(r"\.\[([\w,]+)\]", " ".join(installs))
-    assert extras == [SERVICE_IMAGES[name]], f"{name} installs extras {extras}"
+    assert installs == [a for a in installs if "--require-hashes" in a and "--no-deps" in a], installs
+    locks = re.findall(r"-r (requirements/[\w-]+\.txt)", " ".join(installs))
+    assert locks == [f"requirements/{SERVICE_IMAGES[name]}.txt"], f"{name} installs {locks}"
+    pinned = set(locked_versions(REPO / locks[0]))
     packages = {_package(r) for r in _extra_requirements(SERVICE_IMAGES[name])}
     packages |= {_package(r) for r in pyproject()["project"]["dependencies"]}
-    assert not {p for p in packages if "torch" in p}, f"extra [{SERVICE_IMAGES[name]}] pulls torch: {packages}"
-    assert not ({"onnxruntime", "onnxruntime-gpu"} <= packages), "two onnxruntime builds in one image"
+    assert packages <= pinned, f"{locks[0]} misses {sorted(packages - pinned)}: run make lock"
+    assert not {p for p in pinned if "torch" in p}, f"{locks[0]} pulls torch"
+    assert not ({"onnxruntime", "onnxruntime-gpu"} <= pinned), "two onnxruntime builds in one image"
     copied = " ".join(a for i, a in _instructions(name) if i == "COPY")
     assert "training" not in copied, "the service image must not carry the training half"
 
 
-def test_gpu_image_is_cuda_12_with_cudnn_and_onnxruntime_gpu() -> None:
-    instructions = _instructions("Dockerfile.gpu")
-    args = dict(arguments.split("=", 1) for instruction, arguments in instructions if instruction == "ARG")
-    base = args["CUDA_IMAGE"]
-    assert _last("Dockerfile.gpu", "FROM") == "${CUDA_IMAGE}"
-    assert re.fullmatch(r"nvidia/cuda:12\.\d+\.\d+-cudnn-runtime-ubuntu\d+\.\d+", base), base
-    assert "onnxruntime-gpu" in {_package(r) for r in _extra_requirements("gpu")}
+def test_gpu_image_needs_only_the_host_driver_cuda_comes_as_locked_wheels() -> None:
+    """onnxruntime-gpu 1.31 is a CUDA 13 build; its CUDA runtime, cuDNN 9 and math libraries are pip wheels."""
+    assert _last("Dockerfile.gpu", "FROM") == "python:3.11-slim"
+    pinned = locked_versions(REPO / "requirements" / "gpu.txt")
+    assert pinned["onnxruntime-gpu"] == "1.31.1"
+    for wheel in ("nvidia-cuda-runtime", "nvidia-cudnn-cu13", "nvidia-cublas", "nvidia-cufft", "nvidia-curand"):
+        assert wheel in pinned, f"requirements/gpu.txt misses {wheel}"
+    assert pinned["nvidia-cudnn-cu13"].startswith("9."), pinned["nvidia-cudnn-cu13"]
+    assert "onnxruntime" not in pinned
 
 
 def test_cpu_image_is_slim_python() -> None:
@@ -131,6 +201,24 @@ def test_service_images_probe_healthz_with_the_repository_script(name: str) -> N
     assert f"docker/{HEALTHCHECK_SCRIPT.name} docker/{HEALTHCHECK_SCRIPT.name}" in copies
     assert _last(name, "WORKDIR") == "/app"
     assert '"/healthz"' in HEALTHCHECK_SCRIPT.read_text()
+
+
+def _compose_scorers() -> list[dict[str, Any]]:
+    services = load_yaml(COMPOSE_FILE)["services"].values()
+    return [service for service in services if "PRD_MODEL_STORE" in service.get("environment", {})]
+
+
+@pytest.mark.parametrize("name", SERVICE_IMAGES)
+def test_service_images_read_the_model_store_from_a_mount_outside_the_code(name: str) -> None:
+    env = " ".join(a for i, a in _instructions(name) if i == "ENV")
+    store = re.search(r"\bPRD_MODEL_STORE=(\S+)", env)
+    assert store, f"{name} does not set PRD_MODEL_STORE"
+    compose_stores = {service["environment"]["PRD_MODEL_STORE"] for service in _compose_scorers()}
+    assert compose_stores == {store.group(1)}, (
+        f"{name}: PRD_MODEL_STORE={store.group(1)}, compose mounts {compose_stores}"
+    )
+    workdir = _last(name, "WORKDIR")
+    assert not store.group(1).startswith(workdir), "the store must not sit inside the image's code"
 
 
 @pytest.mark.parametrize("name", SERVICE_IMAGES)

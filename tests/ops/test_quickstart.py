@@ -1,8 +1,9 @@
 """README's first command, `make serve`, run as written: fresh virtual environment, default bundle, real service.
 
-What this covers: the Makefile target itself (venv creation, `pip install -e '.[serve]'`, the default-bundle check,
+What this covers: the Makefile target itself (venv creation, the locked install of requirements/serve.txt with
+hashes, then the project without dependencies, the default-bundle check,
 `python -m service`) in a new venv under a temporary folder, then a score request (JSON and PNG heatmap) against
-the default bundle committed in model_store/. What it changes from README: the venv folder (so the test never
+the default bundle committed in model_store/repository/. What it changes from README: the venv folder (so the test never
 touches the developer's .venv), PRD_HOST=127.0.0.1 and a free PRD_PORT instead of 0.0.0.0:8000. It needs the
 package registry (or its local mirror) for the install. `make test`, README's second command, is what `.ci/run`
 runs, from a clean clone.
@@ -48,7 +49,8 @@ def test_make_serve_installs_the_service_without_torch_checks_the_bundle_then_ru
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].endswith("-m venv /fresh/venv")
-    assert "/fresh/venv/bin/python -m pip install -e '.[serve]'" in lines
+    assert "/fresh/venv/bin/python -m pip install --no-deps --require-hashes -r requirements/serve.txt" in lines
+    assert "/fresh/venv/bin/python -m pip install --no-deps -e ." in lines
     assert "/fresh/venv/bin/python docker/check_bundle.py" in lines
     assert lines[-1] == f"exec /fresh/venv/bin/python -m {SERVICE_COMMAND[-1]}"
     assert "torch" not in result.stdout

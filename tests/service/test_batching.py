@@ -135,6 +135,31 @@ def test_request_that_does_not_fit_is_refused_at_once_with_retry_after() -> None
     run(scenario())
 
 
+def test_reserved_work_counts_against_the_limit_and_a_second_pass_jumps_the_queue() -> None:
+    async def scenario() -> None:
+        b, _ = batcher(max_batch_size=1, window_s=0.0, queue_limit=3)
+        b.start()
+        model = FakeModel(hold=True)
+        first = asyncio.ensure_future(b.submit(model, [image(1)]))
+        await until(lambda: model.batches == [[1]], "first batch running")
+        reservation = b.reserve(2)  # an admitted request's second pass, still to come
+        waiting = asyncio.ensure_future(b.submit(model, [image(2)]))
+        await until(lambda: b.depth == 1, "one queued")
+        with pytest.raises(QueueFull):  # 1 queued + 2 reserved: no room, although only one image waits
+            b.reserve(1)
+        second_pass = asyncio.ensure_future(b.submit(model, [image(3), image(4)], None, reservation, front=True))
+        await until(lambda: b.depth == 3, "second pass queued")
+        assert b.load == 3 and reservation.units == 0
+        model.release.set()
+        assert await first == [1] and await second_pass == [3, 4] and await waiting == [2]
+        assert model.batches == [[1], [3], [4], [2]]  # the admitted request's tiles before the newer image
+        reservation.release()
+        assert b.load == 0
+        await b.stop(5)
+
+    run(scenario())
+
+
 def test_cancelled_request_is_skipped_before_inference() -> None:
     async def scenario() -> None:
         b, _ = batcher(max_batch_size=8, window_s=0.0)

@@ -11,8 +11,9 @@ import pytest
 from pydantic import ValidationError
 
 from model_store.bundle import load_bundle
+from model_store.session import CPU, CUDA
 from service.config import Settings
-from service.runtime import CPU, CUDA, choose_providers, open_model
+from service.runtime import choose_providers, open_model
 from tests.fixtures.tiny_bundle import make_tiny_bundle
 from tests.service.harness import settings_for
 
@@ -58,7 +59,7 @@ def test_requesting_cuda_without_it_runs_on_cpu_and_says_so(tmp_path: Path) -> N
     model = open_model(load_bundle(tmp_path, "tiny"), settings_for(tmp_path, providers=f"{CUDA},{CPU}"))
     assert model.provider == CPU and model.providers == [CPU]
     [prediction] = model.predict(np.zeros((1, 32, 32, 3), dtype=np.uint8))
-    assert prediction.score == 0.0 and prediction.anomaly_map.shape == (32, 32)
+    assert prediction.score.tolist() == [0.0] and prediction.anomaly_map.shape == (1, 32, 32)
 
 
 def test_importing_the_app_module_needs_no_model_and_reads_no_configuration() -> None:

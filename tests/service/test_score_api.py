@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from service.imaging import legend_height
 from tests.fixtures.images import encode, png, uniform
 from tests.fixtures.tiny_bundle import square_image
 from tests.service.harness import run, serving, settings_for
@@ -88,6 +89,38 @@ def test_recognition_floor_falls_back_to_global_calibration(store: Path) -> None
     run(scenario())
 
 
+def test_the_bundles_own_floor_routes_an_unsure_image_to_the_global_calibration(tmp_path: Path) -> None:
+    from tests.fixtures.tiny_bundle import make_tiny_bundle
+
+    store = tmp_path / "floored"
+    make_tiny_bundle(store, min_similarity=0.99)
+
+    async def scenario() -> None:
+        async with serving(settings_for(store)) as h:
+            assert (await h.client.get("/models")).json()["scoring"]["routing"]["min_similarity"] == 0.99
+            [result] = (await h.score(("red.png", png(square_image(32, 8, RED))))).json()["results"]
+            assert (result["category"], result["category_source"]) == (None, "unknown")
+
+    run(scenario())
+
+
+def test_models_lists_the_categories_added_after_training(tmp_path: Path) -> None:
+    import json
+
+    from tests.fixtures.tiny_bundle import make_tiny_bundle
+
+    folder = make_tiny_bundle(tmp_path / "added")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "added_categories": ["beta"]}))
+
+    async def scenario() -> None:
+        async with serving(settings_for(tmp_path / "added")) as h:
+            info = (await h.client.get("/models")).json()
+            assert [c["name"] for c in info["categories"]] == ["alpha", "beta"] and info["added_categories"] == ["beta"]
+
+    run(scenario())
+
+
 def _decode(data: bytes) -> np.ndarray:
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
@@ -103,7 +136,7 @@ def test_heatmap_is_png_at_image_size_on_calibrated_colour_scale(store: Path) ->
             response = await h.score(("p.png", png(photo)), params={"heatmap": "true"})
             [result] = response.json()["results"]
             heat = _decode(base64.b64decode(result["heatmap_png"]))
-            assert heat.shape == (48, 64, 3)
+            assert heat.shape == (48 + legend_height(64), 64, 3)  # the image, then its legend
             hot, cold = heat[3, 3].astype(int), heat[40, 60].astype(int)
             assert hot[0] > hot[2] and cold[2] > cold[0]
 
@@ -130,7 +163,7 @@ def test_accept_png_returns_the_heatmap_with_verdict_headers(store: Path) -> Non
             image = ("part.png", png(square_image(64, 16)))
             response = await h.score(image, field="file", headers={"Accept": "image/png"})
             assert response.status_code == 200 and response.headers["content-type"] == "image/png"
-            assert _decode(response.content).shape == (64, 64, 3)
+            assert _decode(response.content).shape == (64 + legend_height(64), 64, 3)
             assert float(response.headers["x-prd-score"]) == pytest.approx(0.9375, abs=1e-5)
             assert response.headers["x-prd-anomalous"] == "true"
             assert response.headers["x-prd-category-source"] == "recognised"
@@ -198,7 +231,8 @@ def test_tall_upload_of_a_tiled_category_is_scored_as_tiles_and_stitched_back(tm
     async def scenario() -> None:
         async with serving(settings_for(store)) as h:
             info = (await h.client.get("/models")).json()
-            assert (info["input"]["max_tiles"], info["input"]["tiled_categories"]) == (4, ["alpha"])
+            tiling = info["scoring"]["tiling"]
+            assert (tiling["scheme"], tiling["max_tiles"], tiling["categories"]) == ("aspect-strip/1", 4, ["alpha"])
             # No category: squashed first, recognised as alpha (red), which is tiled: its three tiles follow.
             response = await h.score(("tall.png", png(tall)), params={"heatmap": "true"})
             assert response.status_code == 200
@@ -207,7 +241,7 @@ def test_tall_upload_of_a_tiled_category_is_scored_as_tiles_and_stitched_back(tm
             assert (result["category"], result["category_source"]) == ("alpha", "recognised")
             assert (result["width"], result["height"]) == (32, 96)
             heat = _decode(base64.b64decode(result["heatmap_png"])).astype(int)
-            assert heat.shape == (96, 32, 3)
+            assert heat.shape == (96 + legend_height(32), 32, 3)
             assert heat[44, 4, 0] > heat[44, 4, 2]  # hot where the square is, in the middle third
             for row in (10, 86):  # the other tiles are uniform: cold
                 assert heat[row, 16, 2] > heat[row, 16, 0]
@@ -238,7 +272,10 @@ def test_a_request_whose_tiles_could_never_fit_the_queue_is_refused_with_a_reaso
         async with serving(settings_for(store, queue_limit=6, max_files=2)) as h:
             response = await h.score(("a.png", tall), ("b.png", tall), data={"category": "alpha"})
             assert response.status_code == 413
-            assert "make 8 tiles" in response.json()["detail"] and "queue holds (6)" in response.json()["detail"]
+            assert (
+                "make up to 8 graph inputs" in response.json()["detail"]
+                and "queue holds (6)" in response.json()["detail"]
+            )
             ok = await h.score(("a.png", tall), data={"category": "alpha"})  # one image's four tiles fit
             assert ok.status_code == 200
 

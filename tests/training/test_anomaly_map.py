@@ -10,11 +10,18 @@ pytest.importorskip("torch")
 import torch  # noqa: E402
 
 from training.anomaly_map import AnomalyMap, GaussianBlur, cosine_distance_maps, feature_distance_maps  # noqa: E402
+from training.config import TrainConfig  # noqa: E402
 
 pytestmark = pytest.mark.torch  # the training half: runs where the training extras are installed
 
 SIZE = 64
 SHAPES = [(24, 16), (40, 8), (112, 4)]  # efficientnet_lite0 at 64 px: (channels, side) fine → coarse
+
+
+def _map(sigma: float = 4.0, channels: tuple[int, ...] = (), **knobs: object) -> AnomalyMap:
+    """The map of a config with these knobs and no patch memory; every other knob has the config's default."""
+    config = TrainConfig(image_size=SIZE, map_sigma=sigma, memory_entries=0, **knobs)
+    return AnomalyMap.from_config(config, channels)
 
 
 def _features(n: int = 2, seed: int = 0) -> list[torch.Tensor]:
@@ -69,7 +76,7 @@ def test_cosine_distance_is_zero_for_identical_and_two_for_opposite_features() -
 @pytest.mark.parametrize("rule", ["max", "max_minus_mean", "topk_mean"])
 def test_output_shapes_and_identical_features_give_a_zero_map_and_score(rule: str) -> None:
     features = _features(n=3)
-    score, anomaly_map = AnomalyMap(SIZE, sigma=4.0, score=rule)(features, [f.clone() for f in features])
+    score, anomaly_map = _map(sigma=4.0, score=rule)(features, [f.clone() for f in features])
     assert score.shape == (3,)
     assert anomaly_map.shape == (3, 1, SIZE, SIZE)
     assert anomaly_map.abs().max() < 1e-4
@@ -80,7 +87,7 @@ def test_a_localised_difference_puts_the_map_maximum_there() -> None:
     teacher = _features(n=1)
     student = [f.clone() for f in teacher]
     student[0][0, :, 12, 3] = -student[0][0, :, 12, 3]  # one position of the 1/4 map (16×16 grid)
-    score, anomaly_map = AnomalyMap(SIZE, sigma=2.0)(teacher, student)
+    score, anomaly_map = _map(sigma=2.0)(teacher, student)
     row, col = divmod(int(anomaly_map.flatten().argmax()), SIZE)
     assert abs(row - (12 * 4 + 1.5)) <= 3 and abs(col - (3 * 4 + 1.5)) <= 3
     assert score[0] == anomaly_map.max() and score[0] > 0.1
@@ -92,14 +99,14 @@ def test_score_is_per_image() -> None:
     teacher = _features(n=2)
     student = [f.clone() for f in teacher]
     student[1][1, :, 2, 2] = -student[1][1, :, 2, 2]  # only image 1 differs
-    score, _ = AnomalyMap(SIZE, sigma=4.0)(teacher, student)
+    score, _ = _map(sigma=4.0)(teacher, student)
     assert score[0] < 1e-4 < score[1]
 
 
 def test_topk_mean_score_is_the_mean_of_the_top_fraction_and_at_most_the_max() -> None:
     teacher, student = _features(seed=0), _features(seed=1)
-    max_score, anomaly_map = AnomalyMap(SIZE, sigma=4.0, score="max")(teacher, student)
-    topk = AnomalyMap(SIZE, sigma=4.0, score="topk_mean", score_topk=0.05)
+    max_score, anomaly_map = _map(sigma=4.0, score="max")(teacher, student)
+    topk = _map(sigma=4.0, score="topk_mean", score_topk=0.05)
     topk_score, same_map = topk(teacher, student)
     torch.testing.assert_close(same_map, anomaly_map)  # the rule changes the score, never the map
     assert topk.topk == round(0.05 * SIZE * SIZE)
@@ -112,11 +119,11 @@ def test_topk_mean_score_is_the_mean_of_the_top_fraction_and_at_most_the_max() -
 
 def test_max_minus_mean_score_is_the_peak_above_the_maps_own_mean() -> None:
     teacher, student = _features(seed=0), _features(seed=1)
-    rule = AnomalyMap(SIZE, sigma=4.0, score="max_minus_mean")
+    rule = _map(sigma=4.0, score="max_minus_mean")
     score, anomaly_map = rule(teacher, student)
     flat = anomaly_map.flatten(1)
     torch.testing.assert_close(score, flat.max(dim=1).values - flat.mean(dim=1))
-    torch.testing.assert_close(anomaly_map, AnomalyMap(SIZE, sigma=4.0)(teacher, student)[1])
+    torch.testing.assert_close(anomaly_map, _map(sigma=4.0)(teacher, student)[1])
     assert torch.all(score > 0)
 
 
@@ -137,8 +144,8 @@ def test_anomaly_map_with_magnitude_weight_splits_its_channel_weights_per_scale(
     teacher = _features(seed=0)
     student = [2 * f for f in teacher]
     channels = tuple(c for c, _ in SHAPES)
-    plain = AnomalyMap(SIZE, sigma=4.0)
-    weighted = AnomalyMap(SIZE, sigma=4.0, magnitude_weight=1.0, channels=channels)
+    plain = _map(sigma=4.0)
+    weighted = _map(sigma=4.0, magnitude_weight=1.0, channels=channels)
     assert plain.channel_weights is None and "channel_weights" in dict(weighted.named_buffers())
     assert [w.shape[0] for w in weighted.per_scale_channel_weights()] == list(channels)
     assert plain(teacher, student)[0].max() < 1e-4 < weighted(teacher, student)[0].min()
@@ -146,4 +153,4 @@ def test_anomaly_map_with_magnitude_weight_splits_its_channel_weights_per_scale(
 
 def test_unknown_score_rule_is_refused() -> None:
     with pytest.raises(ValueError, match="score"):
-        AnomalyMap(SIZE, sigma=4.0, score="mean")
+        AnomalyMap(SIZE, 4.0, score="mean", score_topk=0.01, magnitude_weight=0.0, memory_entries=0, memory_weight=1.0)

@@ -4,12 +4,14 @@ eval mode, and TeacherError messages that name the option and the file for every
 from __future__ import annotations
 
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
 torch = pytest.importorskip("torch")
 
 from training.backbones import TEACHERS, ResNetTeacher, Teacher, TeacherError, _Basic, build_teacher  # noqa: E402
+from training.config import TeacherName  # noqa: E402
 
 pytestmark = pytest.mark.torch  # the training half: runs where the training extras are installed
 
@@ -90,6 +92,10 @@ def test_teacher_features_do_not_change_when_the_parent_is_put_in_train_mode(lit
     after = lite0.features(images)
     for b, a in zip(before, after, strict=True):
         torch.testing.assert_close(a, b)
+
+
+def test_the_registry_holds_exactly_the_teachers_the_config_accepts() -> None:
+    assert sorted(TEACHERS) == sorted(get_args(TeacherName))
 
 
 def test_unknown_teacher_name_names_the_option_and_lists_the_known_teachers() -> None:

@@ -3,6 +3,7 @@ reported as DataError naming the path."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 
 pytest.importorskip("tqdm")  # the training extra; absent from the torch-free service environment
 
+from model_store.planner import ScoringRule  # noqa: E402
 from model_store.preprocess import load_model_input  # noqa: E402
 from training import data  # noqa: E402
 from training.data import DataError, ImageCache, discover, load_image, load_images, load_mask  # noqa: E402
@@ -127,17 +129,20 @@ def test_load_image_rejects_an_unreadable_file_naming_it(tmp_path: Path) -> None
 
 def test_load_tiles_cuts_tall_images_into_aspect_kept_tiles(root: Path, tmp_path: Path) -> None:
     samples = discover([root]).train  # texture_a: 3 squares, texture_b: 3 images 1.5× taller than wide
-    tiles = data.load_tiles(samples, SIZE, max_tiles=4, progress=False)
+    tiled = ScoringRule.tiled(SIZE, 4, ["texture_a", "texture_b"])
+    tiles = data.load_tiles(samples, tiled, progress=False)
     assert [layout.count for layout in tiles.layouts] == [1, 1, 1, 2, 2, 2]
     assert tiles.images.shape == (9, SIZE, SIZE, 3)
     assert tiles.owners.tolist() == [0, 1, 2, 3, 3, 4, 4, 5, 5]
     assert tiles.tiles_of(4) == slice(5, 7)
-    one = data.load_tiles(samples, SIZE, max_tiles=1, progress=False)  # one squashed square each, as before
+    only_a = data.load_tiles(samples, ScoringRule.tiled(SIZE, 4, ["texture_a"]), progress=False)
+    assert [layout.count for layout in only_a.layouts] == [1] * 6  # texture_b is not a tiled category
+    one = data.load_tiles(samples, ScoringRule.squash(SIZE), progress=False)  # one squashed square each
     np.testing.assert_array_equal(one.images, load_images(samples, SIZE, progress=False))
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not an image")
     with pytest.raises(DataError, match=f"{broken}: unreadable image"):
-        data.load_tiles([broken], SIZE, max_tiles=4, progress=False)
+        data.load_tiles([dataclasses.replace(samples[3], path=broken)], tiled, progress=False)
 
 
 def test_load_image_rejects_a_truncated_png(root: Path, tmp_path: Path) -> None:

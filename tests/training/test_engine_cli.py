@@ -126,7 +126,6 @@ def test_ablation_writes_one_table_for_prd_and_plain_rd(dataset: Path, tmp_path:
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["--teacher", "resnet50"], "unknown teacher 'resnet50'"),
         (["--teacher", "wide_resnet50_2"], "--teacher-weights"),
         (["--teacher", "resnet18", "--teacher-weights", "/nonexistent/w.pth"], "/nonexistent/w.pth"),
         (["--categories", "nope"], "nope"),
@@ -200,7 +199,7 @@ def test_patch_memory_is_built_from_training_patches_and_scaled_on_held_out_norm
     _, held_out = holdout_split(index.train, 0.1, validation=index.validation)
     model = load_run(run)
     with torch.no_grad():
-        fused = model(torch.from_numpy(load_tiles(held_out, 64, 4, progress=False).images)).anomaly_map
+        fused = model(torch.from_numpy(load_tiles(held_out, model.config.scoring, progress=False).images)).anomaly_map
     # each part is 1 on average over the held-out normals, so the fused map averages 1 + α there
     assert float(fused.mean()) == pytest.approx(1 + 2, rel=0.05)
     assert main(["evaluate", str(run), "--report", str(tmp_path / "report")]) == 0

@@ -174,11 +174,12 @@ def test_an_onnx_graph_is_evaluated_like_the_same_scorer_in_numpy(
 def test_images_of_a_tiled_category_are_scored_as_their_merged_tiles(index: DatasetIndex, tmp_path: Path) -> None:
     import csv
 
+    from model_store.planner import ScoringRule
     from model_store.preprocess import decode_rgb8, resize_square
-    from model_store.tiling import TilingPolicy, cut_tiles
+    from model_store.tiling import cut_tiles
 
-    tiling = TilingPolicy(4, frozenset({"texture_b"}))  # recognised by the scorer: texture_b is the grey one
-    metrics = evaluate_scorer(brightness_scorer, index, SIZE, tmp_path, batch_size=3, progress=False, tiling=tiling)
+    rule = ScoringRule.tiled(SIZE, 4, ["texture_b"])  # recognised by the scorer: texture_b is the grey one
+    metrics = evaluate_scorer(brightness_scorer, index, SIZE, tmp_path, batch_size=3, progress=False, scoring=rule)
     assert set(metrics["categories"]) == {"texture_a", "texture_b"}
     assert metrics["details"]["texture_b"]["tiles_per_image"] == 2 and metrics["tiles_per_image"] == 1.5
     with open(tmp_path / "scores.csv") as handle:
@@ -186,7 +187,8 @@ def test_images_of_a_tiled_category_are_scored_as_their_merged_tiles(index: Data
     for sample in index.test:
         rgb = decode_rgb8(sample.path.read_bytes())
         if sample.category == "texture_b":  # 1.5× taller than wide: two tiles, the image scores as its highest
-            tiles, layout = cut_tiles(rgb, SIZE, 4)
+            layout = rule.layout(rgb.shape[0], rgb.shape[1], "texture_b")
+            tiles = cut_tiles(rgb, layout)
             assert layout.count == 2
             expected = brightness_scorer(tiles)[0].max()
         else:

@@ -22,6 +22,13 @@ def _features(seed: int, n: int = 2) -> list[torch.Tensor]:
     return [torch.randn(n, c, s, s, generator=generator) for c, s in SHAPES]
 
 
+def _loss(
+    teacher: list[torch.Tensor], student: list[torch.Tensor], mode: str = "pixel", quantile: float = 0.9
+) -> torch.Tensor:
+    """The distillation loss without the magnitude term (its own tests are the anomaly map's)."""
+    return distillation_loss(teacher, student, mode, quantile, magnitude_weight=0.0)
+
+
 def _student(seed: int = 1) -> list[torch.Tensor]:
     return [f.requires_grad_() for f in _features(seed)]
 
@@ -29,7 +36,7 @@ def _student(seed: int = 1) -> list[torch.Tensor]:
 @pytest.mark.parametrize("mode", ["pixel", "hard"])
 def test_distillation_loss_is_zero_for_identical_features(mode: str) -> None:
     teacher = _features(0)
-    loss = distillation_loss(teacher, [f.clone() for f in teacher], mode=mode)
+    loss = _loss(teacher, [f.clone() for f in teacher], mode=mode)
     assert loss.shape == ()
     assert abs(float(loss)) < 1e-5
 
@@ -37,7 +44,7 @@ def test_distillation_loss_is_zero_for_identical_features(mode: str) -> None:
 @pytest.mark.parametrize("mode", ["pixel", "hard"])
 def test_distillation_loss_is_positive_and_differentiable_for_different_features(mode: str) -> None:
     student = _student()
-    loss = distillation_loss(_features(0), student, mode=mode)
+    loss = _loss(_features(0), student, mode=mode)
     assert 0 < loss.item() <= 2 * len(SHAPES)
     loss.backward()
     assert all(s.grad is not None and torch.isfinite(s.grad).all() and s.grad.abs().sum() > 0 for s in student)
@@ -46,19 +53,19 @@ def test_distillation_loss_is_positive_and_differentiable_for_different_features
 def test_pixel_loss_is_the_sum_over_scales_of_the_mean_cosine_distance() -> None:
     teacher, student = _features(0), _features(1)
     expected = sum((1 - F.cosine_similarity(t, s, dim=1)).mean() for t, s in zip(teacher, student, strict=True))
-    torch.testing.assert_close(distillation_loss(teacher, student, mode="pixel"), expected)
+    torch.testing.assert_close(_loss(teacher, student, mode="pixel"), expected)
 
 
 def test_pixel_loss_is_scale_invariant_per_position() -> None:
     teacher, student = _features(0), _features(1)
     scaled = [s * torch.rand(s.shape[0], 1, *s.shape[2:]).add(0.5) for s in student]
-    torch.testing.assert_close(distillation_loss(teacher, scaled), distillation_loss(teacher, student))
+    torch.testing.assert_close(_loss(teacher, scaled), _loss(teacher, student))
 
 
 def test_hard_loss_has_the_pixel_form_and_lies_between_pixel_mean_and_worst_position() -> None:
     teacher, student = _features(0), _features(1)
-    pixel = distillation_loss(teacher, student, mode="pixel")
-    hard = distillation_loss(teacher, student, mode="hard")
+    pixel = _loss(teacher, student, mode="pixel")
+    hard = _loss(teacher, student, mode="hard")
     worst = sum((1 - F.cosine_similarity(t, s, dim=1)).max() for t, s in zip(teacher, student, strict=True))
     assert float(pixel) <= float(hard) <= float(worst)
 
@@ -76,7 +83,7 @@ def test_hard_loss_scales_down_the_gradient_of_easy_positions() -> None:
 
     def position_grads(mode: str) -> torch.Tensor:
         s = student.clone().requires_grad_()
-        distillation_loss(teacher, [s], mode=mode, quantile=0.9).backward()
+        _loss(teacher, [s], mode=mode, quantile=0.9).backward()
         return s.grad.norm(dim=1).flatten()
 
     pixel_grad, hard_grad = position_grads("pixel"), position_grads("hard")
@@ -90,7 +97,7 @@ def test_hard_loss_scales_down_the_gradient_of_easy_positions() -> None:
 
 def test_unknown_loss_mode_is_a_value_error_naming_the_modes() -> None:
     with pytest.raises(ValueError, match="pixel") as caught:
-        distillation_loss(_features(0), _features(1), mode="l2")
+        _loss(_features(0), _features(1), mode="l2")
     assert "l2" in str(caught.value) and "hard" in str(caught.value)
 
 

@@ -74,7 +74,10 @@ def _textures(n: int, seed: int = 0) -> torch.Tensor:
 
 def _training_loss(model: PRDModel, features: list[torch.Tensor]) -> torch.Tensor:
     distilled = model.distill(features)
-    loss = distillation_loss(features, distilled.student, model.config.loss)
+    config = model.config
+    loss = distillation_loss(
+        features, distilled.student, config.loss, config.hard_mining_quantile, config.magnitude_weight
+    )
     if distilled.recall is not None:
         loss = loss + model.config.coherence_weight * coherence_loss(distilled.recall.best_similarity)
     return loss
