@@ -95,7 +95,7 @@ def _start(command: Sequence[str], log: Path, env: Mapping[str, str]) -> subproc
         )  # fmt: skip
 
 
-def _stop(process: subprocess.Popen[bytes], grace: float = 30.0) -> None:
+def stop_process(process: subprocess.Popen[bytes], grace: float = 30.0) -> None:
     """SIGTERM the process group and wait; SIGKILL after ``grace`` seconds."""
     if process.poll() is not None:
         return
@@ -199,7 +199,7 @@ class Replicas:
     def restart(self, index: int, **settings: str) -> None:
         """One step of a rolling update: drain, stop, start with ``settings``, wait until ready, take traffic."""
         self.drain(index)
-        _stop(self.processes[index])
+        stop_process(self.processes[index])
         self.start_replica(index, **settings)
         self.runtime(f"set server {BACKEND}/s{index} state ready")
         self.wait_up(index)
@@ -212,10 +212,10 @@ class Replicas:
 
     def stop(self) -> None:
         if self.balancer is not None:
-            _stop(self.balancer, grace=5)
+            stop_process(self.balancer, grace=5)
         for process in self.processes:
             if process is not None:
-                _stop(process)
+                stop_process(process)
 
     def __enter__(self) -> Replicas:
         return self

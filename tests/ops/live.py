@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from typing import Any
 import httpx
 import yaml
 
+from deploy.replicas import stop_process
 from tests.ops.support import REPO, RULE_FILES, SCRAPE_JOB, SERVICE_COMMAND, free_port
 
 
@@ -40,20 +40,6 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str, log: Path | N
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}{detail}")
 
 
-def stop(process: subprocess.Popen[bytes], grace: float = 15.0) -> None:
-    """SIGTERM the process group, wait up to ``grace`` seconds, then SIGKILL it."""
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-
-
 @contextlib.contextmanager
 def background(
     command: Sequence[str], log: Path, env: Mapping[str, str] | None = None, cwd: Path = REPO
@@ -72,7 +58,7 @@ def background(
         try:
             yield process
         finally:
-            stop(process)
+            stop_process(process, grace=15.0)
 
 
 def service_env(store: Path, port: int, **settings: str) -> dict[str, str]:
