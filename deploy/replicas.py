@@ -30,6 +30,8 @@ from pathlib import Path
 
 import httpx
 
+from service.bench.server import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 BACKEND = "scorers"
 SERVICE_COMMAND = (sys.executable, "-m", "service")
@@ -69,12 +71,6 @@ backend {BACKEND}
     http-check expect status 200
     default-server inter {check_ms}ms fall 2 rise 2
 {servers}"""
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
