@@ -58,7 +58,8 @@ class OnnxSpec(_Strict):
     file: str = "model.onnx"
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     opset: int = Field(ge=17)
-    precision: Literal["fp32", "fp16"] = "fp32"
+    precision: Literal["fp32", "fp16", "int8"] = "fp32"
+    """int8: ONNX Runtime static QDQ (``python -m training quantize``), the patch memory and map maths in float."""
 
 
 class CategoryCalibration(_Strict):

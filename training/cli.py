@@ -1,5 +1,5 @@
-"""Argument parsing for ``python -m training {fit,evaluate,ablate,export,recalibrate,add-category,synth}``; the
-work lives elsewhere.
+"""Argument parsing for ``python -m training {fit,evaluate,ablate,export,recalibrate,quantize,add-category,synth}``;
+the work lives elsewhere.
 
 Options are checked before any work: a choice outside its ``Literal`` in ``training/config.py`` is refused by
 argparse (``choices`` come from that ``Literal``), any other bad value when the ``TrainConfig`` is built, naming the
@@ -225,6 +225,12 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_parser("recalibrate", help="a released bundle's graph as a new version, under today's scoring rule")
     )
 
+    from training.quantize import add_quantize_arguments
+
+    add_quantize_arguments(
+        sub.add_parser("quantize", help="an int8 bundle (CPU lines) from a float one: static QDQ, own calibration")
+    )
+
     add_onboard_arguments(sub.add_parser("add-category", help="add categories to a trained run from good images"))
 
     synth = sub.add_parser("synth", help="write a small generated MVTec-layout dataset (demos, tests)")
@@ -281,6 +287,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from training.recalibrate import run_recalibrate
 
         print(f"recalibrated: {run_recalibrate(args)}")
+    elif args.command == "quantize":
+        from training.quantize import run_quantize
+
+        print(f"quantized: {run_quantize(args)}")
     elif args.command == "add-category":
         from training.onboard import run_onboarding
 

@@ -16,19 +16,53 @@ import argparse
 import logging
 import os
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import get_args
 
-from model_store.bundle import BundleError, list_versions, load_bundle
+from model_store.bundle import MANIFEST_FILE, Bundle, BundleError, list_versions, load_bundle, sha256_file
 from model_store.manifest import FORMAT_VERSION, Manifest
 from model_store.planner import FEATHER_MERGE, MergeScheme, Planner
 from training.calibrate import CalibrationError
-from training.data import DataError, discover
+from training.data import DataError, DatasetIndex, discover
 from training.export import ExportError, calibrate_rule, publish
 from training.onnx_graph import OnnxScorer
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NewGraph:
+    """What a graph writer made of the source's graph: its precision, and figures for ``manifest.metrics``."""
+
+    precision: str
+    metrics: dict[str, object] = field(default_factory=dict)
+
+
+GraphWriter = Callable[[Bundle, DatasetIndex, Path], NewGraph]
+"""(source bundle, data index, path to write) → the graph the new version serves (``training.quantize``)."""
+
+
+def copy_graph(source: Bundle, index: DatasetIndex, path: Path) -> NewGraph:
+    """The source's graph, byte for byte: what ``recalibrate`` serves by default."""
+    shutil.copyfile(source.onnx_path, path)
+    return NewGraph(source.manifest.onnx.precision)
+
+
+def load_source(bundle_dir: Path) -> Bundle:
+    """The bundle in ``bundle_dir`` (``<repository>/<name>/<version>``), checksum verified."""
+    bundle_dir = Path(bundle_dir)
+    if not (bundle_dir / MANIFEST_FILE).is_file():
+        raise BundleError(f"{bundle_dir}: not a bundle folder (no {MANIFEST_FILE}; expected <store>/<name>/<version>)")
+    return load_bundle(bundle_dir.parent.parent, bundle_dir.parent.name, bundle_dir.name)
+
+
+def holdout_of(manifest: Manifest) -> tuple[float, int]:
+    """The calibration hold-out (fraction of train/good, seed) the bundle's training run used."""
+    holdout = manifest.training_data.get("holdout") or {}
+    return float(holdout.get("fraction", 0.1)), int(holdout.get("seed", 0))
 
 
 def recalibrate(
@@ -37,24 +71,27 @@ def recalibrate(
     version: int | None = None,
     map_merge: MergeScheme = FEATHER_MERGE,
     min_similarity: float | None = None,
+    write_graph: GraphWriter = copy_graph,
+    model_dir: Path | None = None,
 ) -> Path:
-    """Write ``<repository>/<name>/<version>`` (default: the next) beside ``bundle_dir``; return it."""
-    bundle_dir = Path(bundle_dir)
-    source = load_bundle(bundle_dir.parent.parent, bundle_dir.parent.name, bundle_dir.name)  # checksum verified
+    """Write ``<model_dir>/<version>`` (default: beside ``bundle_dir``, the next version); return it.
+
+    ``write_graph`` writes the new version's graph from the source's (default: a copy); the calibration is then
+    that graph's."""
+    source = load_source(bundle_dir)
     old = source.manifest
-    model_dir = bundle_dir.parent
+    model_dir = Path(model_dir) if model_dir is not None else source.directory.parent
     version = version or max(list_versions(model_dir.parent, model_dir.name), default=0) + 1
     target = model_dir / str(version)
     if target.exists():
         raise ExportError(f"{target} already exists; bundles are immutable: pick another --version")
-    holdout = old.training_data.get("holdout") or {}
-    fraction, seed = float(holdout.get("fraction", 0.1)), int(holdout.get("seed", 0))
+    fraction, seed = holdout_of(old)
     index = discover([Path(r) for r in data_roots], old.categories)
     staging = model_dir / f".recalibrate-{version}-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        shutil.copyfile(source.onnx_path, staging / old.onnx.file)
+        graph = write_graph(source, index, staging / old.onnx.file)
         rule = old.scoring.with_floor(min_similarity).with_merge(map_merge)
         scorer = OnnxScorer(staging / old.onnx.file, Planner(rule, old.categories))
         target_far = old.calibration.target_false_alarm_rate
@@ -64,11 +101,13 @@ def recalibrate(
         raw = old.model_dump(mode="json")
         raw.update(
             format_version=FORMAT_VERSION,
+            name=model_dir.name,
             version=version,
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             scoring=rule.model_dump(mode="json"),
             calibration=calibration.model_dump(mode="json"),
-            metrics={**old.metrics, **report, "recalibrated_from": f"{old.name}/{old.version}"},
+            onnx={**raw["onnx"], "sha256": sha256_file(staging / old.onnx.file), "precision": graph.precision},
+            metrics={**old.metrics, **report, **graph.metrics, "recalibrated_from": f"{old.name}/{old.version}"},
         )
         publish(staging, target, Manifest.model_validate(raw), scorer)
     finally:
