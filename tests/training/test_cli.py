@@ -113,7 +113,16 @@ def _subcommands() -> dict[str, argparse.ArgumentParser]:
 
 def test_every_option_of_every_subcommand_says_what_it_does_and_lists_its_choices() -> None:
     subcommands = _subcommands()
-    assert set(subcommands) == {"fit", "evaluate", "ablate", "export", "recalibrate", "add-category", "synth"}
+    assert set(subcommands) == {
+        "fit",
+        "evaluate",
+        "ablate",
+        "export",
+        "recalibrate",
+        "quantize",
+        "add-category",
+        "synth",
+    }
     for name, parser in subcommands.items():
         for action in parser._actions:
             label = f"{name} {'/'.join(action.option_strings) or action.dest}"
