@@ -79,11 +79,11 @@ class StandInTeacher(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.stage1 = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU())
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU())
         self.stage2 = nn.Sequential(nn.Conv2d(8, 16, 3, 2, 1), nn.ReLU())
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        t1 = self.stage1(x)
+        t1 = self.stem(x)
         return t1, self.stage2(t1)
 
 
@@ -148,7 +148,7 @@ class StandInPRD(nn.Module):
     @torch.no_grad()
     def fit_memory(self, images: np.ndarray) -> None:
         """Memory entries drawn from the teacher's features of normal images, as the real model's are."""
-        rows = self.teacher.stage1((torch.from_numpy(images).permute(0, 3, 1, 2).float() - 127.0) / 128.0)
+        rows = self.teacher.stem((torch.from_numpy(images).permute(0, 3, 1, 2).float() - 127.0) / 128.0)
         rows = rows.flatten(2).transpose(1, 2).reshape(-1, rows.shape[1])
         memory = self.anomaly_map.memory
         pick = torch.randperm(len(rows), generator=torch.Generator().manual_seed(0))[: len(memory.entries)]

@@ -21,7 +21,7 @@ from tests.service.harness import run, serving, settings_for  # noqa: E402
 from training.cli import main  # noqa: E402
 from training.data import load_images  # noqa: E402
 from training.export import export_model  # noqa: E402
-from training.quantize import INT8_SCOPES, QuantizeError, QuantizeSettings, quantize_bundle  # noqa: E402
+from training.quantize import FLOAT_SCOPES, INT8_SCOPES, QuantizeError, QuantizeSettings, quantize_bundle  # noqa: E402
 
 pytestmark = pytest.mark.torch
 QDQ = {"QuantizeLinear", "DequantizeLinear"}
@@ -65,7 +65,7 @@ def test_quantize_writes_an_int8_bundle_with_its_parity_against_the_float_graph(
     check_config(config.read_text(), manifest)  # Triton's configuration is the float bundle's, unchanged
 
 
-def test_only_the_convolution_scopes_are_quantised_and_the_memory_stays_float(int8_bundle: Path) -> None:
+def test_only_the_convolution_scopes_past_the_stem_are_quantised_and_the_memory_stays_float(int8_bundle: Path) -> None:
     graph = onnx.load(str(int8_bundle / "model.onnx")).graph
     producer = {out: node for node in graph.node for out in node.output}
     memory = [n for n in graph.node if n.name.startswith("/anomaly_map/memory/")]
@@ -80,6 +80,8 @@ def test_only_the_convolution_scopes_are_quantised_and_the_memory_stays_float(in
     fed = {n.name: producer.get(n.input[0]) for n in convs}
     quantised = [name for name, src in fed.items() if src is not None and src.op_type == "DequantizeLinear"]
     assert quantised and all(name.startswith(INT8_SCOPES) for name in quantised)
+    assert not [name for name in quantised if name.startswith(FLOAT_SCOPES)]  # the teacher's stem reads pixels
+    assert [name for name in fed if name.startswith("/teacher/stem/")]  # and is there, a float convolution
     assert any(not name.startswith(INT8_SCOPES) for name in fed)  # the blur stays a float convolution
     assert all(fed[name] is None or fed[name].op_type != "DequantizeLinear" for name in fed if "blur" in name)
 
