@@ -227,8 +227,9 @@ def quantize_bundle(
     if source.manifest.onnx.precision != "fp32":
         message = f"{source.directory / 'manifest.json'}: onnx.precision is {source.manifest.onnx.precision!r}; "
         raise QuantizeError(message + "quantize needs an fp32 bundle")
+    merge = source.manifest.scoring.merge.scheme  # the source's rule; only the recognition floor is re-derived
     write = int8_writer(settings)
-    return recalibrate(bundle_dir, data_roots, version, write_graph=write, model_dir=Path(store) / name)
+    return recalibrate(bundle_dir, data_roots, version, merge, write_graph=write, model_dir=Path(store) / name)
 
 
 def add_quantize_arguments(parser: argparse.ArgumentParser) -> None:
