@@ -52,8 +52,8 @@ FLOAT_SCOPES = ("/teacher/stem/", "/teacher/blocks.0/")
 (docs/quantization.md)."""
 
 Method = Literal["minmax", "entropy"]
-"""How activation ranges are calibrated. ONNX Runtime's percentile calibrator is left out: on ``prd/7``'s graph it
-fails (a histogram over a constant tensor)."""
+"""How activation ranges are calibrated. ONNX Runtime's percentile calibrator is left out: it failed on ``prd/7``'s
+graph (docs/quantization.md)."""
 CALIBRATION_BATCH = 8
 
 
