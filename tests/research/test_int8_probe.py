@@ -1,0 +1,65 @@
+"""The int8 probe's memory cut: a graph's memories cut to their first K entries score as a memory of those K."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+onnxruntime = pytest.importorskip("onnxruntime")
+
+from torch import nn  # noqa: E402
+
+from tests.research.probes import load_probe  # noqa: E402
+from training.memory import PatchMemory  # noqa: E402
+
+pytestmark = [pytest.mark.torch, pytest.mark.filterwarnings("ignore::DeprecationWarning")]  # the legacy exporter
+cut_memory = load_probe("int8_probe").cut_memory
+
+
+class _Map(nn.Module):
+    def __init__(self, memory: PatchMemory) -> None:
+        super().__init__()
+        self.memory = memory
+
+    def forward(self, fine: torch.Tensor, coarse: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
+        return self.memory([fine, coarse], bank)
+
+
+class _Model(nn.Module):
+    """Exports the memory under ``/anomaly_map/memory/``, with its chunk loop, as ``PRDModel`` does."""
+
+    def __init__(self, memory: PatchMemory) -> None:
+        super().__init__()
+        self.anomaly_map = _Map(memory)
+
+    def forward(self, fine: torch.Tensor, coarse: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
+        return self.anomaly_map(fine, coarse, bank)
+
+
+def _memory(entries: torch.Tensor) -> PatchMemory:
+    memory = PatchMemory(entries.shape[1], entries.shape[2], chunk_entries=1024, banks=entries.shape[0])
+    memory.set_entries(entries)
+    return memory
+
+
+@pytest.mark.parametrize("kept", [1024, 1500, 2048])
+def test_cut_memory_scores_as_the_memory_of_its_first_entries(tmp_path: Path, kept: int) -> None:
+    generator = torch.Generator().manual_seed(0)
+    entries = torch.randn(2, 3072, 6, generator=generator)
+    inputs = (torch.randn(2, 2, 8, 8, generator=generator), torch.randn(2, 4, 4, 4, generator=generator))
+    bank = torch.tensor([1, 0])
+    graph = tmp_path / "memory.onnx"
+    torch.onnx.export(
+        _Model(_memory(entries)), (*inputs, bank), str(graph), input_names=["fine", "coarse", "bank"], dynamo=False
+    )
+    cut = cut_memory(graph, kept, tmp_path / f"cut{kept}.onnx")
+    feed = {"fine": inputs[0].numpy(), "coarse": inputs[1].numpy(), "bank": bank.numpy()}
+    [got] = onnxruntime.InferenceSession(str(cut), providers=["CPUExecutionProvider"]).run(None, feed)
+    with torch.no_grad():
+        expected = _memory(entries[:, :kept].contiguous())([*inputs], bank).numpy()
+        full = _memory(entries)([*inputs], bank).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    assert (got >= full - 1e-4).all() and not np.allclose(got, full)  # fewer entries: no nearer neighbour
