@@ -132,17 +132,26 @@ def _undecodable(data: bytes, width: int, height: int, fmt: str) -> ImageDecodeE
     return ImageDecodeError("unsupported_mode", message)
 
 
+DIRECT_RGB8_FORMATS = frozenset({"PNG"})
+"""Formats OpenCV decodes straight to 8-bit RGB with exactly ``to_rgb8``'s result (16 bits → the high byte, alpha
+dropped, gray repeated, palettes expanded; every PNG colour type and bit depth is checked by
+``tests/model_store/test_preprocess.py``). Decoding them so never holds the 16-bit or 4-channel array: a 16-bit RGBA
+PNG peaks at 3 bytes per pixel instead of about 19. Other formats (a float TIFF, say) keep the general path."""
+
+
 def decode_rgb8(data: bytes, max_pixels: int | None = None) -> np.ndarray:
     """Decode image bytes to RGB uint8 (H, W, 3) at full size, after a header check."""
     width, height, fmt = read_header(data, max_pixels)
     buffer = np.frombuffer(data, dtype=np.uint8)
-    pixels = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
+    direct = fmt in DIRECT_RGB8_FORMATS
+    mode = cv2.IMREAD_COLOR_RGB if direct else cv2.IMREAD_UNCHANGED
+    pixels = cv2.imdecode(buffer, mode | cv2.IMREAD_IGNORE_ORIENTATION)
     if pixels is None:
         raise _undecodable(data, width, height, fmt)
     if pixels.shape[0] != height or pixels.shape[1] != width:
         message = f"decoded size {pixels.shape[1]}x{pixels.shape[0]} != header {width}x{height}"
         raise ImageDecodeError("corrupt", message)
-    return to_rgb8(pixels)
+    return np.ascontiguousarray(pixels) if direct else to_rgb8(pixels)
 
 
 def resize_square(rgb: np.ndarray, size: int) -> np.ndarray:

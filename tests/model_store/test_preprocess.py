@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 import warnings
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
-from model_store.preprocess import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_rgb8, read_header
+from model_store.preprocess import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_rgb8, read_header, to_rgb8
 from tests.fixtures.images import five_sample_tiff, png, png_claiming, truncated_png, uniform
 
 PILLOW_DEFAULT = 89_478_485
@@ -86,3 +88,34 @@ def test_undecodable_files_are_decode_errors_whatever_pillows_limit(
 def test_decode_of_an_ordinary_image_is_unchanged() -> None:
     rgb = np.arange(12 * 10 * 3, dtype=np.uint8).reshape(12, 10, 3)
     assert np.array_equal(decode_rgb8(png(rgb), max_pixels=120), rgb)
+
+
+def _png_of_every_kind() -> dict[str, bytes]:
+    """One small PNG of each colour type and bit depth a camera or an editor writes (random pixels)."""
+    rng = np.random.default_rng(0)
+    kinds: dict[str, bytes] = {}
+    for depth in (np.uint8, np.uint16):
+        top = np.iinfo(depth).max + 1
+        for name, shape in (("gray", (9, 7)), ("rgb", (9, 7, 3)), ("rgba", (9, 7, 4))):
+            kinds[f"{name}{np.iinfo(depth).bits}"] = png(rng.integers(0, top, shape, dtype=depth))
+    gray = rng.integers(0, 256, (9, 7), dtype=np.uint8)
+    for name, image, options in (
+        ("gray+alpha", Image.fromarray(np.stack([gray, gray[::-1]], axis=2), "LA"), {}),
+        ("palette+transparency", Image.fromarray(gray).convert("P"), {"transparency": 3}),
+        ("1-bit", Image.fromarray(gray).convert("1"), {}),
+        ("4-bit palette", Image.fromarray(gray).quantize(16), {"bits": 4}),
+    ):
+        buffer = io.BytesIO()
+        image.save(buffer, "PNG", **options)
+        kinds[name] = buffer.getvalue()
+    return kinds
+
+
+@pytest.mark.parametrize("kind", sorted(_png_of_every_kind()))
+def test_png_decodes_straight_to_rgb8_as_the_general_path_converts_it(kind: str) -> None:
+    """PNGs skip the 16-bit/4-channel array (``DIRECT_RGB8_FORMATS``): the pixels must be the general path's."""
+    data = _png_of_every_kind()[kind]
+    general = to_rgb8(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED))
+    decoded = decode_rgb8(data)
+    assert decoded.dtype == np.uint8 and decoded.flags.c_contiguous
+    assert np.array_equal(decoded, general)

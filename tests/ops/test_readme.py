@@ -25,7 +25,9 @@ def _section(title: str) -> str:
 
 
 def _table_first_column(section: str) -> set[str]:
-    return set(re.findall(r"^\| `([^`]+)` \|", section, flags=re.M))
+    """The names in backticks in each table row's first cell (a row may name two: `A` / `B`)."""
+    cells = re.findall(r"^\| ([^|]+) \|", section, flags=re.M)
+    return {name for cell in cells for name in re.findall(r"`([^`]+)`", cell)}
 
 
 def _command_target_exists(command: str) -> bool:
