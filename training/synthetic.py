@@ -67,14 +67,18 @@ def _defect_colour(rng: np.random.Generator, channels: int) -> tuple[int, ...]:
 
 
 def _add_defect(
-    rng: np.random.Generator, image: np.ndarray, defect_type: str, area: tuple[float, float] | None = None
+    rng: np.random.Generator,
+    image: np.ndarray,
+    defect_type: str,
+    area: tuple[float, float] | None = None,
+    contrast: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draw one defect into a copy of ``image``; return (image, 0/255 mask of the same height and width).
 
-    ``area``: the defect covers a fraction of the image drawn from this range (``_small_defect``); None: the
-    default sizes, relative to the short side."""
+    ``area``: the defect covers a fraction of the image drawn from this range, at ``contrast`` (``_small_defect``);
+    None: the default sizes, relative to the short side."""
     if area is not None:
-        return _small_defect(rng, image, defect_type, area)
+        return _small_defect(rng, image, defect_type, area, contrast)
     image = np.ascontiguousarray(image.copy())
     mask = np.zeros(image.shape[:2], np.uint8)
     height, width = mask.shape
@@ -101,11 +105,13 @@ def _add_defect(
 
 
 def _small_defect(
-    rng: np.random.Generator, image: np.ndarray, defect_type: str, area: tuple[float, float]
+    rng: np.random.Generator, image: np.ndarray, defect_type: str, area: tuple[float, float], contrast: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """A defect covering ``area`` (a fraction drawn from the range) of the image: a scratch ``side // 512`` pixels
-    thin (at least 1) and as long as that area asks (at most half the short side), or a filled ellipse of that area.
+    thin (at least 1) and as long as that area asks (at most half the short side), or a filled ellipse of that area;
+    its pixels move ``contrast`` of the way from the texture to near-black or near-white (1: all the way).
     """
+    original = image
     image = np.ascontiguousarray(image.copy())
     mask = np.zeros(image.shape[:2], np.uint8)
     height, width = mask.shape
@@ -130,7 +136,8 @@ def _small_defect(
             cv2.ellipse(target, centre, axes, angle, 0, 360, value, -1)
     else:
         raise ValueError(f"unknown defect type {defect_type!r}; expected one of {list(DEFECT_TYPES)}")
-    return image, mask
+    blended = np.round(original * (1.0 - contrast) + image.astype(np.float64) * contrast).astype(np.uint8)
+    return np.where((mask > 0).reshape(*mask.shape, *([1] * (image.ndim - 2))), blended, original), mask
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:
@@ -154,6 +161,7 @@ def make_synthetic_dataset(
     seed: int = 0,
     n_validation: int = 0,
     defect_area: tuple[float, float] | None = None,
+    defect_contrast: float = 1.0,
 ) -> Path:
     """Write a small MVTec-layout dataset under ``root`` and return ``root``.
 
@@ -168,7 +176,11 @@ def make_synthetic_dataset(
         n_validation: normal ``validation/good`` images per category (none by default).
         defect_area: each defect covers a fraction of its image drawn from this (low, high) range, e.g.
             (0.001, 0.01) at ``size`` 1024 (``_small_defect``); None: the default defects.
+        defect_contrast: with ``defect_area``, how far (0..1] a defect's pixels move from the texture towards
+            near-black or near-white; lower is fainter.
     """
+    if not 0 < defect_contrast <= 1:
+        raise ValueError(f"defect_contrast must lie in (0, 1], got {defect_contrast}")
     if defect_area is not None and not 0 < defect_area[0] <= defect_area[1] < 1:
         raise ValueError(f"defect_area must be fractions 0 < low <= high < 1, got {defect_area}")
     root = Path(root)
@@ -181,7 +193,7 @@ def make_synthetic_dataset(
                 _write_png(category / split / "good" / f"{i:03d}.png", style(rng, size))
         for i in range(n_test_defect):
             defect_type = DEFECT_TYPES[i % len(DEFECT_TYPES)]
-            image, mask = _add_defect(rng, style(rng, size), defect_type, defect_area)
+            image, mask = _add_defect(rng, style(rng, size), defect_type, defect_area, defect_contrast)
             _write_png(category / "test" / defect_type / f"{i:03d}.png", image)
             _write_png(category / "ground_truth" / defect_type / f"{i:03d}_mask.png", mask)
     return root

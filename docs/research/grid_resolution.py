@@ -1,7 +1,7 @@
 """Strip (``aspect-strip/1``, or the squash) against the 2-D grid (``grid/1``) at one small training budget.
 
     python docs/research/grid_resolution.py --out /work/scratch-grid/syn --synthetic 1024 --image-size 128 \
-        --epochs 4 --memory-entries 512 --grid-max-tiles 6
+        --epochs 4 --memory-entries 512 --grid-max-tiles 6 [--defect-contrast 0.35]
     python docs/research/grid_resolution.py --out /work/scratch-grid/shared --data ../shared/data \
         --categories tire wood --image-size 128 --epochs 4 --memory-entries 512 --grid-max-tiles 6
 
@@ -13,7 +13,8 @@ recognised category's tiles): image AUROC, pixel AUROC and AUPRO per category (p
 square, masks squashed to it). Then the cost, side by side: the test images decoded once, then scored by each
 run's planner in alternating rounds (PyTorch on the CPU, batches of 16 images), giving graph inputs per image and
 images/s (the median round). ``--synthetic SIZE`` first writes generated parts at that size with small defects
-(``training.synthetic``, 0.1–1 % of the image) under OUT/data.
+(``training.synthetic``, 0.1–1 % of the image, ``--defect-contrast`` of the way to near-black or near-white) under
+OUT/data.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--categories", nargs="+", default=None)
     parser.add_argument("--synthetic", type=int, default=None, help="write generated parts of this size first")
+    parser.add_argument("--defect-contrast", type=float, default=1.0, help="with --synthetic: fainter defects below 1")
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--memory-entries", type=int, default=512)
@@ -124,7 +126,7 @@ def model_planner(model) -> Planner:
 def main() -> None:
     args = arguments()
     torch.manual_seed(args.seed)
-    root = synthetic_root(args.out, args.synthetic) if args.synthetic else args.data
+    root = synthetic_root(args.out, args.synthetic, args.defect_contrast) if args.synthetic else args.data
     index = discover([root], args.categories)
     models, report = {}, {"command": " ".join(sys.argv), "variants": {}}
     for variant in VARIANTS:

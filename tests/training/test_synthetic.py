@@ -72,3 +72,21 @@ def test_small_defects_cover_the_asked_share_of_a_large_image(tmp_path: Path) ->
 def test_a_bad_defect_area_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="defect_area must be fractions"):
         make_synthetic_dataset(tmp_path, defect_area=(0.01, 0.001))
+
+
+def test_faint_defects_move_only_part_of_the_way_and_only_inside_their_masks(tmp_path: Path) -> None:
+    area = (0.002, 0.004)
+    full = make_synthetic_dataset(
+        tmp_path / "full", n_train=1, n_test_good=0, n_test_defect=2, size=256, defect_area=area
+    )
+    faint = make_synthetic_dataset(
+        tmp_path / "faint", n_train=1, n_test_good=0, n_test_defect=2, size=256, defect_area=area, defect_contrast=0.3
+    )
+    for image in sorted(full.glob("*/test/*/*.png")):
+        strong = cv2.imread(str(image)).astype(float)
+        weak = cv2.imread(str(faint / image.relative_to(full))).astype(float)
+        mask = cv2.imread(str(image.parents[2] / "ground_truth" / image.parent.name / f"{image.stem}_mask.png"), 0) > 0
+        assert np.array_equal(strong[~mask], weak[~mask])  # the same texture around it
+        assert 0 < np.abs(weak[mask] - strong[mask]).mean()  # inside: short of the full defect colour
+    with pytest.raises(ValueError, match="defect_contrast must lie in"):
+        make_synthetic_dataset(tmp_path / "bad", defect_area=area, defect_contrast=0.0)
