@@ -4,6 +4,7 @@
         --epochs 4 --memory-entries 512 --grid-max-tiles 6 [--defect-contrast 0.35]
     python docs/research/grid_resolution.py --out /work/scratch-grid/shared --data ../shared/data \
         --categories tire wood --image-size 128 --epochs 4 --memory-entries 512 --grid-max-tiles 6
+    python docs/research/grid_resolution.py --out /tmp/unused --data ../shared/data --choice-only
 
 Trains one run per variant with the same budget and seed: ``strip`` (``--grid off``: the tiled categories in
 aspect-kept strips, the others squashed) and ``grid`` (``--grid auto``: each tiled category whose photos are at
@@ -35,7 +36,7 @@ from model_store.outputs import GraphOutputs  # noqa: E402
 from model_store.planner import Planner  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.data import discover, load_rgb  # noqa: E402
-from training.engine import fit  # noqa: E402
+from training.engine import fit, with_resolved_tiling  # noqa: E402
 from training.evaluate import METRIC_KEYS, evaluate_scorer  # noqa: E402
 from training.report import torch_score_fn  # noqa: E402
 from training.synthetic import make_synthetic_dataset  # noqa: E402
@@ -57,7 +58,19 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--grid-max-tiles", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--choice-only", action="store_true", help="print fit's grid choice at image sizes 256 and 128 and stop"
+    )
     return parser.parse_args()
+
+
+def print_choice(root: Path, categories: list[str] | None) -> None:
+    """What ``fit --grid auto`` decides from the training images' headers (no training)."""
+    index = discover([root], categories)
+    for size in (256, 128):
+        for cap in (4, 6):
+            config = with_resolved_tiling(TrainConfig(image_size=size, grid="auto", grid_max_tiles=cap), index)
+            print(f"image size {size}, grid_max_tiles {cap}: tiled {config.tile_categories}, grid {config.grid_scales}")
 
 
 def synthetic_root(out: Path, size: int) -> Path:
@@ -127,6 +140,9 @@ def main() -> None:
     args = arguments()
     torch.manual_seed(args.seed)
     root = synthetic_root(args.out, args.synthetic, args.defect_contrast) if args.synthetic else args.data
+    if args.choice_only:
+        print_choice(root, args.categories)
+        return
     index = discover([root], args.categories)
     models, report = {}, {"command": " ".join(sys.argv), "variants": {}}
     for variant in VARIANTS:
