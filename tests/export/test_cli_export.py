@@ -96,7 +96,7 @@ def test_calibration_scores_a_file_of_a_tiled_category_as_its_merged_tiles(datas
     assert plain.score_files([tall]).score[0] == pytest.approx(float(squashed.score[0]), rel=1e-6)  # no tiling
 
 
-def test_a_grid_run_exports_its_grid_and_its_bundle_scores_a_grid_category_as_its_tiles(dataset, tmp_path: Path) -> None:
+def test_a_grid_run_exports_grid_1_and_its_bundle_scores_a_grid_category_as_its_tiles(dataset, tmp_path: Path) -> None:
     from model_store.preprocess import decode_rgb8
     from model_store.tiling import cut_tiles
     from training.onnx_graph import OnnxScorer
