@@ -73,7 +73,7 @@ def print_choice(root: Path, categories: list[str] | None) -> None:
             print(f"image size {size}, grid_max_tiles {cap}: tiled {config.tile_categories}, grid {config.grid_scales}")
 
 
-def synthetic_root(out: Path, size: int) -> Path:
+def synthetic_root(out: Path, size: int, contrast: float) -> Path:
     root = out / "data"
     if not root.is_dir():
         make_synthetic_dataset(
@@ -84,6 +84,7 @@ def synthetic_root(out: Path, size: int) -> Path:
             n_test_defect=10,
             size=size,
             defect_area=(0.001, 0.01),
+            defect_contrast=contrast,
         )
     return root
 
