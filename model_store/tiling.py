@@ -4,8 +4,9 @@ The graph scores ``size`` × ``size`` squares. Squashing a tall kolektor commuta
 photo into one square shrinks its thin cracks and tiny cuts along the long side; instead the image is scaled so
 its short side is ``size`` and cut into ``n`` evenly spaced, overlapping squares along the long side (the strip).
 A large photo (a 1024² part with defects of 0.1 % of it) loses resolution along both axes; the grid scales it so
-its short side is k × ``size`` and cuts it along both (``grid_layout``; k = 1 is the strip). Which images are cut, with which limits, and how their outputs merge is the bundle's scoring rule, decided in
-``model_store.planner`` only; this module holds the arithmetic it calls. Torch-free: the service imports it.
+its short side is k × ``size`` and cuts it along both (``grid_layout``; k = 1 is the strip). Which images are cut,
+with which limits, and how their outputs merge is the bundle's scoring rule, decided in ``model_store.planner``
+only; this module holds the arithmetic it calls. Torch-free: the service imports it.
 """
 
 from __future__ import annotations
