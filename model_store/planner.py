@@ -7,7 +7,10 @@ The rule has three parts, each named by a versioned scheme so a reader refuses w
 
 - ``tiling``: ``squash/1`` squashes every image into one ``tile_size`` square. ``aspect-strip/1`` cuts an image of
   one of ``categories`` into at most ``max_tiles`` aspect-kept squares along its long side
-  (``model_store.tiling.tile_layout`` with ``slack``); images of other categories are squashed.
+  (``model_store.tiling.tile_layout`` with ``slack``); images of other categories are squashed. ``grid/1`` is the
+  strip plus ``grid``: a category named there is resized to its ``scale`` × ``tile_size`` on the short side and cut
+  into a 2-D grid of at most its ``max_tiles`` squares (``model_store.tiling.grid_layout``); the other tiled
+  categories are strips, as under ``aspect-strip/1``.
 - ``routing``: ``squashed-pass/1``. A category given with the image decides: its tiles (or its squash) are scored
   in one pass. Without one, the squashed image is scored first and its ``category_similarity`` recognises the
   category: the argmax, when that similarity reaches ``min_similarity`` (None: always); below it the image is of
@@ -17,8 +20,9 @@ The rule has three parts, each named by a versioned scheme so a reader refuses w
   peak over the image); map = the tiles' maps on the aspect-kept canvas, averaged where they overlap; category
   similarity = the squashed pass's when there was one (it chose the category), else the tiles' mean.
   ``max-feather-squashed/1``: the same, except that the maps are crossfaded across each overlap with a Hann
-  window along the long side (``model_store.tiling.feather_weights``), so no step shows at a tile's edge. The
-  score does not change (it is still the highest tile's), only the map drawn and measured.
+  window along each axis cut into several tiles (``model_store.tiling.feather_weights``; in a grid, the product
+  of the two), so no step shows at a tile's edge. The score does not change (it is still the highest tile's),
+  only the map drawn and measured.
 """
 
 from __future__ import annotations
@@ -27,12 +31,12 @@ from collections.abc import Callable, Sequence
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from model_store.outputs import CategorySource, GraphOutputs, ImageOutputs
-from model_store.tiling import StitchWindow, TileLayout, cut_tiles, stitch_maps, tile_layout
+from model_store.tiling import StitchWindow, TileLayout, cut_tiles, grid_layout, stitch_maps, tile_layout
 
-TilingScheme = Literal["squash/1", "aspect-strip/1"]
+TilingScheme = Literal["squash/1", "aspect-strip/1", "grid/1"]
 RoutingScheme = Literal["squashed-pass/1"]
 MergeScheme = Literal["max-mean-squashed/1", "max-feather-squashed/1"]
 
@@ -50,14 +54,26 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class GridSpec(_Strict):
+    """How one category is cut under ``grid/1``."""
+
+    scale: float = Field(ge=1.0)
+    """k: the canvas's short side is k × ``tile_size`` (1 is the strip)."""
+    max_tiles: int = Field(ge=1)
+    """Tiles per image at most; a grid with more falls back to scale k − 1, …, down to the strip."""
+
+
 class TilingRule(_Strict):
     scheme: TilingScheme
     tile_size: int = Field(gt=0)
     """The graph input's side S."""
     slack: float = Field(default=0.0, ge=0.0, lt=1.0)
     max_tiles: int = Field(default=1, ge=1)
+    """Strip tiles per image at most, for tiled categories without a ``grid`` entry."""
     categories: tuple[str, ...] = ()
-    """The categories whose images are cut into tiles (``aspect-strip/1``)."""
+    """The categories whose images are cut into tiles (``aspect-strip/1``, ``grid/1``)."""
+    grid: dict[str, GridSpec] = Field(default_factory=dict)
+    """``grid/1`` only: the categories cut into a 2-D grid, each with its scale and tile cap."""
 
     @model_validator(mode="after")
     def _consistent(self) -> TilingRule:
@@ -65,7 +81,26 @@ class TilingRule(_Strict):
             raise ValueError("squash/1 cuts nothing: max_tiles must be 1 and categories empty")
         if self.scheme == "aspect-strip/1" and (self.max_tiles < 2 or not self.categories):
             raise ValueError("aspect-strip/1 needs max_tiles of at least 2 and at least one category (else squash/1)")
+        if self.scheme != "grid/1" and self.grid:
+            raise ValueError(f"grid is read only under grid/1, not {self.scheme}")
+        if self.scheme == "grid/1" and not self.grid:
+            raise ValueError("grid/1 needs at least one category in grid (else aspect-strip/1)")
+        strangers = sorted(set(self.grid) - set(self.categories))
+        if strangers:
+            raise ValueError(f"grid names {strangers}, which are not among the tiled categories {self.categories}")
         return self
+
+    def __hash__(self) -> int:  # a frozen rule is a dict key (the ablation's feature caches); its grid is a dict
+        grid = tuple(sorted(self.grid.items()))
+        return hash((self.scheme, self.tile_size, self.slack, self.max_tiles, self.categories, grid))
+
+    @model_serializer(mode="wrap")
+    def _without_empty_grid(self, handler: SerializerFunctionWrapHandler) -> dict:
+        """``grid`` is written only under ``grid/1``, so a strip's manifest stays readable by older readers."""
+        fields = handler(self)
+        if not self.grid:
+            fields.pop("grid", None)
+        return fields
 
 
 class RoutingRule(_Strict):
@@ -100,16 +135,20 @@ class ScoringRule(_Strict):
         slack: float = DEFAULT_SLACK,
         min_similarity: float | None = None,
         merge: MergeScheme = "max-mean-squashed/1",
+        grid: dict[str, GridSpec] | None = None,
     ) -> ScoringRule:
-        """``aspect-strip/1`` for ``categories`` when there are any and ``max_tiles`` > 1, else ``squash/1``."""
-        if max_tiles < 2 or not categories:
+        """``grid/1`` when ``grid`` scales a category above 1, else ``aspect-strip/1`` for ``categories`` when there
+        are any and ``max_tiles`` > 1, else ``squash/1`` (entries of scale 1 are the strip, so they are left out)."""
+        grid = {name: spec for name, spec in sorted((grid or {}).items()) if spec.scale > 1}
+        if not grid and (max_tiles < 2 or not categories):
             return cls.squash(size, min_similarity).with_merge(merge)
         tiling = TilingRule(
-            scheme="aspect-strip/1",
+            scheme="grid/1" if grid else "aspect-strip/1",
             tile_size=size,
             slack=slack,
             max_tiles=max_tiles,
             categories=tuple(sorted(categories)),
+            grid=grid,
         )
         return cls(tiling=tiling, routing=RoutingRule(min_similarity=min_similarity), merge=MergeRule(scheme=merge))
 
@@ -125,26 +164,26 @@ class ScoringRule(_Strict):
         """The same rule with another similarity floor (an operator's override of the bundle's)."""
         return self.model_copy(update={"routing": RoutingRule(min_similarity=min_similarity)})
 
-    def max_tiles_for(self, category: str | None) -> int:
-        """Tiles at most for an image of ``category`` (None: not known, squashed)."""
-        return self.tiling.max_tiles if category in self.tiling.categories else 1
-
     def layout(self, height: int, width: int, category: str | None) -> TileLayout:
         """Where an image of ``category`` and this size is cut (one tile: squashed)."""
         tiling = self.tiling
-        return tile_layout(height, width, tiling.tile_size, self.max_tiles_for(category), tiling.slack)
+        if category not in tiling.categories:
+            return tile_layout(height, width, tiling.tile_size, 1, tiling.slack)
+        spec = tiling.grid.get(category)  # type: ignore[arg-type]
+        if spec is None:
+            return tile_layout(height, width, tiling.tile_size, tiling.max_tiles, tiling.slack)
+        return grid_layout(height, width, tiling.tile_size, spec.scale, spec.max_tiles, tiling.slack)
 
     def max_inputs(self, height: int, width: int, given: str | None) -> int:
         """Graph inputs an image of this size costs at most, both passes: what admission reserves up front.
 
         A given category costs its layout; without one, the squashed pass plus, when a tiled category would cut an
-        image of this shape, its tiles (every tiled category shares ``max_tiles``, so any of them gives the worst).
+        image of this shape, the most tiles any tiled category cuts it into (the one it is recognised as is not
+        known yet).
         """
         if given is not None:
             return self.layout(height, width, given).count
-        if not self.tiling.categories:
-            return 1
-        tiles = self.layout(height, width, self.tiling.categories[0]).count
+        tiles = max((self.layout(height, width, c).count for c in self.tiling.categories), default=1)
         return 1 + tiles if tiles > 1 else 1
 
 

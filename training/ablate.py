@@ -31,7 +31,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     ),
     "prd_one_square": (
         "every image squashed into one square, no category tiled (max_tiles=1)",
-        {"max_tiles": 1, "tile_categories": []},
+        {"max_tiles": 1, "tile_categories": [], "grid": "off", "grid_scales": {}},
     ),
     "prd_dense_recall": ("no SPR: every position recalls all K prototypes (recall_topk=0)", {"recall_topk": 0}),
     "prd_no_coherence": ("no coherence term (coherence_weight=0)", {"coherence_weight": 0.0}),

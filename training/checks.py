@@ -49,6 +49,8 @@ def conforms(value: object, hint: object) -> bool:
         return any(conforms(value, a) for a in args)
     if origin is list:
         return isinstance(value, list) and all(conforms(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(conforms(k, args[0]) and conforms(v, args[1]) for k, v in value.items())
     if origin is tuple:
         return isinstance(value, tuple) and len(value) == len(args) and all(map(conforms, value, args))
     if hint is type(None):

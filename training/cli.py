@@ -34,6 +34,17 @@ FIT_OPTIONS: dict[str, tuple[str, str]] = {
         "comma-separated categories cut into tiles; empty for none (default: the categories whose photos share "
         "one frame)",
     ),
+    "--grid": (
+        "grid",
+        "one of %(choices)s: auto cuts each tiled category whose photos are at least twice --image-size on their "
+        "short side into a 2-D grid of tiles at native resolution (grid/1)",
+    ),
+    "--grid-scales": (
+        "grid_scales",
+        "per-category grid scale, e.g. wood=2,tire=1.5 (canvas short side = scale x --image-size; 1 = the strip); "
+        "overrides --grid for the categories named (default: none)",
+    ),
+    "--grid-max-tiles": ("grid_max_tiles", "most tiles one image of a grid category is cut into"),
     "--teacher": ("teacher", "frozen pretrained teacher to distil from, one of %(choices)s"),
     "--teacher-weights": (
         "teacher_weights",
@@ -95,6 +106,17 @@ def _comma_list(item: type) -> Callable[[str], list]:
     return parse
 
 
+def _scales(text: str) -> dict[str, float]:
+    """``wood=2,tire=1.5`` → {"wood": 2.0, "tire": 1.5}."""
+    pairs = [item.partition("=") for item in text.split(",") if item]
+    if any(not name or not sep for name, sep, _ in pairs):
+        raise ValueError(f"expected CATEGORY=SCALE pairs separated by commas, got {text!r}")
+    return {name: float(value) for name, _, value in pairs}
+
+
+_scales.__name__ = "CATEGORY=SCALE list"  # argparse names the type in its error
+
+
 def _field_parser(name: str) -> Callable[[str], object]:
     """Text → value of the TrainConfig field ``name``, read from its annotation (``X | None`` parses as X)."""
     hint = field_types()[name]
@@ -105,6 +127,8 @@ def _field_parser(name: str) -> Callable[[str], object]:
         return str
     if origin is list:
         return _comma_list(get_args(hint)[0])
+    if origin is dict:
+        return _scales
     if origin is tuple:
         return lambda text: tuple(_comma_list(float)(text))
     return boolean if hint is bool else hint  # type: ignore[return-value]

@@ -19,12 +19,13 @@ from functools import cache
 from pathlib import Path
 from typing import Literal, get_type_hints
 
-from model_store.planner import FEATHER_MERGE, ScoringRule
+from model_store.planner import FEATHER_MERGE, GridSpec, ScoringRule
 from training.checks import ConfigError, Rule, above, at_least, conforms, describe, fraction
 
 LossMode = Literal["pixel", "hard"]
 ImageScoreRule = Literal["max", "max_minus_mean", "topk_mean"]
 Device = Literal["auto", "cpu", "cuda"]
+GridMode = Literal["off", "auto"]
 TeacherName = Literal["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "resnet18", "wide_resnet50_2"]
 """The names ``backbones.TEACHERS`` registers (a test keeps the two equal; this module stays free of torch)."""
 
@@ -32,6 +33,8 @@ TeacherName = Literal["efficientnet_lite0", "efficientnet_lite1", "efficientnet_
 RANGES: dict[str, Rule] = {
     "image_size": at_least(32),  # the teachers' coarsest stride
     "max_tiles": at_least(1),
+    "grid_scales": at_least(1),  # each category's scale
+    "grid_max_tiles": at_least(1),
     "holdout_fraction": fraction(closed_low=True),
     "teacher_smoothing": at_least(0),
     "embed_dim": at_least(1),
@@ -77,6 +80,17 @@ class TrainConfig:
     is tiled when its photos share one frame (``tiling.fixed_frame``), where squashing only throws resolution away
     along the long side; where the frame varies from image to image, tiles would show one surface at different
     scales and hurt (docs/ablations.md, the tiles table)."""
+    grid: GridMode = "off"
+    """``auto``: ``fit`` cuts each tiled category whose photos are at least twice the image size on their short
+    side into a 2-D grid at their native resolution (``grid/1``, ``tiling.native_scale``: the largest whole scale
+    k with k × image size within every photo's short side and at most ``grid_max_tiles`` tiles). Off by default:
+    the shared categories are photographed at about 256 px, where it changes nothing; what it costs and gains is
+    in docs/resolution.md."""
+    grid_scales: dict[str, float] | None = None
+    """Per-category grid scale k (canvas short side = k × image size), overriding ``grid``'s choice for the
+    categories named (each must be tiled; 1 is the strip). ``fit`` writes the scales in force here (None before)."""
+    grid_max_tiles: int = 4
+    """Tiles per image at most for a grid category: bounds ``grid auto``'s choice and every grid's cost."""
     holdout_fraction: float = 0.1
     """Share of train/good kept out of training for calibration when a category has no validation/good."""
     added_categories: list[str] = field(default_factory=list)
@@ -157,8 +171,7 @@ class TrainConfig:
             if not conforms(value, hints[f.name]):
                 raise ConfigError(f.name, value, f"expected {describe(hints[f.name])}")
             check, rule = RANGES.get(f.name, (None, ""))
-            values = value if isinstance(value, tuple) else () if value is None else (value,)
-            if check is not None and not all(check(v) for v in values):
+            if check is not None and not all(check(v) for v in _numbers(value)):
                 raise ConfigError(f.name, value, rule)
 
     def to_dict(self) -> dict:
@@ -171,7 +184,10 @@ class TrainConfig:
         (``engine.with_resolved_tiling``)."""
         if self.tile_categories is None:
             raise ValueError("tile_categories is not resolved yet (fit decides it from the training images)")
-        return ScoringRule.tiled(self.image_size, self.max_tiles, self.tile_categories, merge=FEATHER_MERGE)
+        if self.grid_scales is None and self.grid != "off":
+            raise ValueError("grid_scales is not resolved yet (fit decides them from the training images)")
+        grid = {name: GridSpec(scale=k, max_tiles=self.grid_max_tiles) for name, k in (self.grid_scales or {}).items()}
+        return ScoringRule.tiled(self.image_size, self.max_tiles, self.tile_categories, merge=FEATHER_MERGE, grid=grid)
 
     @classmethod
     def from_dict(cls, raw: dict) -> TrainConfig:
@@ -182,6 +198,7 @@ class TrainConfig:
         values.setdefault("memory_per_category", False)  # nor, before it was split by category, one per category
         values.setdefault("max_tiles", 1)  # runs saved before tiling squashed every image into one square
         values.setdefault("tile_categories", [])
+        values.setdefault("grid_scales", {})  # nor, before the grid, any grid
         if values.get("teacher") == "efficientnet_lite0" and values.get("teacher_taps") is None:
             values["teacher_taps"] = [3, 9, 13]  # Lite0's default before it moved; fit now writes its taps out
         if isinstance(values.get("betas"), list):
@@ -222,8 +239,21 @@ class TrainConfig:
             "image_size",
             "max_tiles",
             "tile_categories",
+            "grid",
+            "grid_scales",
+            "grid_max_tiles",
         )
         return {k: getattr(self, k) for k in keys}
+
+
+def _numbers(value: object) -> tuple:
+    """The numbers of a knob's value a range applies to: each of a tuple's or a dict's values, else the value
+    itself (None: none)."""
+    if value is None:
+        return ()
+    if isinstance(value, dict):
+        return tuple(value.values())
+    return value if isinstance(value, tuple) else (value,)
 
 
 @cache

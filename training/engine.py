@@ -31,7 +31,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from model_store.tiling import fixed_frame
+from model_store.planner import DEFAULT_SLACK
+from model_store.tiling import fixed_frame, native_scale
 from training import distributed
 from training.calibrate import holdout_split
 from training.config import Device, TrainConfig
@@ -90,15 +91,35 @@ def set_category_centroids(model: PRDModel, features: list[torch.Tensor], catego
 
 
 def with_resolved_tiling(config: TrainConfig, index: DatasetIndex) -> TrainConfig:
-    """``config`` with ``tile_categories`` decided from the training images when it is None (each category whose
-    photos share one frame, ``tiling.fixed_frame``), and named categories checked against the data."""
-    if config.tile_categories is not None:
-        unknown = sorted(set(config.tile_categories) - set(index.categories))
-        if unknown:
-            raise ValueError(f"--tile-categories: {unknown} not among the data's categories {index.categories}")
-        return config
-    tiled = [c for c in index.categories if fixed_frame([image_size(s.path) for s in index.samples("train", c)])]
-    return dataclasses.replace(config, tile_categories=tiled)
+    """``config`` with ``tile_categories`` and ``grid_scales`` decided from the training images where they are not
+    given, and named categories checked against the data.
+
+    Tiled: each category whose photos share one frame (``tiling.fixed_frame``). Grid scales: with ``grid auto``,
+    each tiled category's ``tiling.native_scale`` (kept when above 1), then ``grid_scales``' own entries on top.
+    """
+    tiled = config.tile_categories
+    if tiled is None:
+        tiled = [c for c in index.categories if fixed_frame(_train_sizes(index, c))]
+    unknown = sorted(set(tiled) - set(index.categories))
+    if unknown:
+        raise ValueError(f"--tile-categories: {unknown} not among the data's categories {index.categories}")
+    given = dict(config.grid_scales or {})
+    untiled = sorted(set(given) - set(tiled))
+    if untiled:
+        raise ValueError(f"--grid-scales: {untiled} are not tiled categories (tiled: {sorted(tiled)})")
+    scales: dict[str, float] = {}
+    if config.grid == "auto":
+        for name in tiled:
+            size = config.image_size
+            scales[name] = native_scale(_train_sizes(index, name), size, config.grid_max_tiles, DEFAULT_SLACK)
+    scales.update(given)
+    chosen = {name: float(k) for name, k in sorted(scales.items()) if k > 1}
+    return dataclasses.replace(config, tile_categories=list(tiled), grid_scales=chosen)
+
+
+def _train_sizes(index: DatasetIndex, category: str) -> list[tuple[int, int]]:
+    """(width, height) of a category's training images, from their headers."""
+    return [image_size(s.path) for s in index.samples("train", category)]
 
 
 def held_out_samples(config: TrainConfig, index: DatasetIndex) -> list:

@@ -3,8 +3,10 @@
 Each category gets its own look so a multi-class model has something to tell apart: colour stripes (RGB, square),
 smooth grey blobs (grayscale, tall) and a colour grid (RGBA, wide), cycling in that order. Defects are scratches
 (thin lines) and spots (filled ellipses), near-black or near-white so they stand out from every texture, and each
-defect's mask is drawn with the same primitive, so masks are exact. Everything derives from ``seed`` and the
-category name: same arguments, byte-identical files.
+defect's mask is drawn with the same primitive, so masks are exact. ``defect_area`` makes the defects small: each
+covers a chosen fraction of the image (0.1–1 % at 1024² is MVTec screw's range), scratches a few pixels thin, so a
+photo squashed to the graph's size loses them and one cut at its native resolution keeps them. Everything derives
+from ``seed`` and the category name: same arguments, byte-identical files.
 """
 
 from __future__ import annotations
@@ -64,8 +66,19 @@ def _defect_colour(rng: np.random.Generator, channels: int) -> tuple[int, ...]:
     return (value,) if channels == 1 else (value,) * 3 + ((255,) if channels == 4 else ())
 
 
-def _add_defect(rng: np.random.Generator, image: np.ndarray, defect_type: str) -> tuple[np.ndarray, np.ndarray]:
-    """Draw one defect into a copy of ``image``; return (image, 0/255 mask of the same height and width)."""
+def _add_defect(
+    rng: np.random.Generator,
+    image: np.ndarray,
+    defect_type: str,
+    area: tuple[float, float] | None = None,
+    contrast: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw one defect into a copy of ``image``; return (image, 0/255 mask of the same height and width).
+
+    ``area``: the defect covers a fraction of the image drawn from this range, at ``contrast`` (``_small_defect``);
+    None: the default sizes, relative to the short side."""
+    if area is not None:
+        return _small_defect(rng, image, defect_type, area, contrast)
     image = np.ascontiguousarray(image.copy())
     mask = np.zeros(image.shape[:2], np.uint8)
     height, width = mask.shape
@@ -91,6 +104,42 @@ def _add_defect(rng: np.random.Generator, image: np.ndarray, defect_type: str) -
     return image, mask
 
 
+def _small_defect(
+    rng: np.random.Generator, image: np.ndarray, defect_type: str, area: tuple[float, float], contrast: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """A defect covering ``area`` (a fraction drawn from the range) of the image: a scratch ``side // 512`` pixels
+    thin (at least 1) and as long as that area asks (at most half the short side), or a filled ellipse of that area;
+    its pixels move ``contrast`` of the way from the texture to near-black or near-white (1: all the way).
+    """
+    original = image
+    image = np.ascontiguousarray(image.copy())
+    mask = np.zeros(image.shape[:2], np.uint8)
+    height, width = mask.shape
+    side = min(height, width)
+    pixels = float(rng.uniform(*area)) * height * width
+    colour = _defect_colour(rng, 1 if image.ndim == 2 else image.shape[2])
+    centre = (int(rng.integers(width // 5, width - width // 5)), int(rng.integers(height // 5, height - height // 5)))
+    if defect_type == "scratch":
+        thickness = max(1, side // 512)
+        half = min(pixels / thickness, side / 2) / 2
+        angle = rng.uniform(0.0, np.pi)
+        offset = np.array([np.cos(angle), np.sin(angle)]) * half
+        start = tuple(int(v) for v in np.round(np.array(centre) - offset))
+        end = tuple(int(v) for v in np.round(np.array(centre) + offset))
+        for target, value in ((image, colour), (mask, 255)):
+            cv2.line(target, start, end, value, thickness)
+    elif defect_type == "spot":
+        ratio = float(rng.uniform(0.5, 1.0))
+        major = max(1.0, float(np.sqrt(pixels / (np.pi * ratio))))
+        axes, angle = (int(round(major)), max(1, int(round(major * ratio)))), float(rng.uniform(0.0, 180.0))
+        for target, value in ((image, colour), (mask, 255)):
+            cv2.ellipse(target, centre, axes, angle, 0, 360, value, -1)
+    else:
+        raise ValueError(f"unknown defect type {defect_type!r}; expected one of {list(DEFECT_TYPES)}")
+    blended = np.round(original * (1.0 - contrast) + image.astype(np.float64) * contrast).astype(np.uint8)
+    return np.where((mask > 0).reshape(*mask.shape, *([1] * (image.ndim - 2))), blended, original), mask
+
+
 def _write_png(path: Path, image: np.ndarray) -> None:
     """Write RGB/RGBA/grey pixels as PNG (OpenCV wants BGR order)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -111,6 +160,8 @@ def make_synthetic_dataset(
     size: int = SIZE,
     seed: int = 0,
     n_validation: int = 0,
+    defect_area: tuple[float, float] | None = None,
+    defect_contrast: float = 1.0,
 ) -> Path:
     """Write a small MVTec-layout dataset under ``root`` and return ``root``.
 
@@ -123,7 +174,15 @@ def make_synthetic_dataset(
         size: base side in pixels (blobs are 1.5× taller, grids 1.25× wider: the loader must squash them).
         seed: all randomness derives from it and the category name.
         n_validation: normal ``validation/good`` images per category (none by default).
+        defect_area: each defect covers a fraction of its image drawn from this (low, high) range, e.g.
+            (0.001, 0.01) at ``size`` 1024 (``_small_defect``); None: the default defects.
+        defect_contrast: with ``defect_area``, how far (0..1] a defect's pixels move from the texture towards
+            near-black or near-white; lower is fainter.
     """
+    if not 0 < defect_contrast <= 1:
+        raise ValueError(f"defect_contrast must lie in (0, 1], got {defect_contrast}")
+    if defect_area is not None and not 0 < defect_area[0] <= defect_area[1] < 1:
+        raise ValueError(f"defect_area must be fractions 0 < low <= high < 1, got {defect_area}")
     root = Path(root)
     for index, name in enumerate(categories):
         style = _STYLES[index % len(_STYLES)]
@@ -134,7 +193,7 @@ def make_synthetic_dataset(
                 _write_png(category / split / "good" / f"{i:03d}.png", style(rng, size))
         for i in range(n_test_defect):
             defect_type = DEFECT_TYPES[i % len(DEFECT_TYPES)]
-            image, mask = _add_defect(rng, style(rng, size), defect_type)
+            image, mask = _add_defect(rng, style(rng, size), defect_type, defect_area, defect_contrast)
             _write_png(category / "test" / defect_type / f"{i:03d}.png", image)
             _write_png(category / "ground_truth" / defect_type / f"{i:03d}_mask.png", mask)
     return root

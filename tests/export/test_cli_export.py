@@ -96,6 +96,31 @@ def test_calibration_scores_a_file_of_a_tiled_category_as_its_merged_tiles(datas
     assert plain.score_files([tall]).score[0] == pytest.approx(float(squashed.score[0]), rel=1e-6)  # no tiling
 
 
+def test_a_grid_run_exports_grid_1_and_its_bundle_scores_a_grid_category_as_its_tiles(dataset, tmp_path: Path) -> None:
+    from model_store.preprocess import decode_rgb8
+    from model_store.tiling import cut_tiles
+    from training.onnx_graph import OnnxScorer
+
+    run = tmp_path / "run"
+    run.mkdir()
+    tiled = list(dataset.categories)
+    _save_small_run(run, dataset, tile_categories=tiled, grid_scales={"blobs": 2.0}, grid_max_tiles=6)
+    store = tmp_path / "store"
+    run_export(_args(str(run), "--store", str(store), "--name", "prd"))
+    manifest = load_bundle(store, "prd", "latest").manifest
+    tiling = manifest.scoring.tiling
+    assert (tiling.scheme, tiling.grid["blobs"].scale, tiling.grid["blobs"].max_tiles) == ("grid/1", 2.0, 6)
+    tall = next(s.path for s in dataset.test if s.category == "blobs")  # 1.5× taller than wide: 3 × 2 tiles
+    rgb = decode_rgb8(tall.read_bytes())
+    layout = manifest.scoring.layout(rgb.shape[0], rgb.shape[1], "blobs")
+    assert layout.count == 6 and (layout.height, layout.width) == (192, 128)
+    graph = store / "prd" / "1" / "model.onnx"
+    per_tile = OnnxScorer(graph).run(cut_tiles(rgb, layout))
+    scorer = OnnxScorer(graph, manifest.planner())
+    [scored] = scorer.planner.score(scorer.run, [rgb], given=["blobs"])
+    assert scored.tiles == 6 and scored.score == pytest.approx(float(per_tile.score.max()), rel=1e-6)
+
+
 def test_cli_reports_a_bad_run_in_one_line(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match=r"export failed: .*checkpoint\.pt: no checkpoint"):
         run_export(_args(str(tmp_path / "missing-run"), "--store", str(tmp_path / "store")))

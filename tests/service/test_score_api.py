@@ -280,3 +280,30 @@ def test_a_request_whose_tiles_could_never_fit_the_queue_is_refused_with_a_reaso
             assert ok.status_code == 200
 
     run(scenario())
+
+
+def test_a_large_upload_of_a_grid_category_is_scored_as_a_grid_and_admitted_for_it(tmp_path: Path) -> None:
+    """The service serves ``grid/1`` through the same planner, with no change of its own: a 64 px photo of alpha
+    (grid at scale 2) is squashed, recognised, then cut into 2×2 tiles; admission reserved 1 + 4 inputs."""
+    from model_store.planner import GridSpec
+    from tests.fixtures.tiny_bundle import make_tiny_bundle
+
+    store = tmp_path / "grid"
+    make_tiny_bundle(store, max_tiles=4, tiled_categories=["alpha"], grid={"alpha": GridSpec(scale=2, max_tiles=4)})
+    photo = np.zeros((64, 64, 3), dtype=np.uint8)
+    photo[40:48, 8:16] = RED  # inside the bottom-left tile
+
+    async def scenario() -> None:
+        async with serving(settings_for(store, queue_limit=5, max_files=2)) as h:
+            tiling = (await h.client.get("/models")).json()["scoring"]["tiling"]
+            assert (tiling["scheme"], tiling["grid"]) == ("grid/1", {"alpha": {"scale": 2.0, "max_tiles": 4}})
+            response = await h.score(("photo.png", png(photo)))
+            assert response.status_code == 200
+            [result] = response.json()["results"]
+            assert (result["category"], result["tiles"]) == ("alpha", 4)
+            assert result["score"] == pytest.approx((1 - 64 / 1024) / 3, abs=1e-5)  # the square whole, in one tile
+            assert h.metric("prd_batch_size_sum") == 1 + 4
+            two = await h.score(("a.png", png(photo)), ("b.png", png(photo)))  # 10 inputs reserved, 5 fit
+            assert two.status_code == 413 and "make up to 10 graph inputs" in two.json()["detail"]
+
+    run(scenario())

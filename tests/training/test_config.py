@@ -139,3 +139,19 @@ def test_the_parts_a_knob_reaches_take_its_one_default_from_the_config() -> None
     assert (anomaly_map.score_rule, anomaly_map.memory_weight) == (config.score, config.memory_weight)
     assert anomaly_map.topk == round(config.score_topk * config.image_size**2)
     assert anomaly_map.memory is not None and anomaly_map.memory.entries.shape[0] == config.memory_entries
+
+
+def test_grid_knobs_are_checked_and_give_the_rule_they_describe() -> None:
+    with pytest.raises(ConfigError, match=r"grid_scales=\{'wood': 0.5\}: must be at least 1"):
+        TrainConfig(grid_scales={"wood": 0.5})
+    with pytest.raises(ConfigError, match="grid_scales"):
+        TrainConfig(grid_scales={"wood": "2"})  # type: ignore[dict-item]
+    with pytest.raises(ConfigError, match="grid=.on.: expected one of off, auto"):
+        TrainConfig(grid="on")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="grid_scales is not resolved yet"):
+        _ = TrainConfig(grid="auto", tile_categories=["wood"]).scoring
+    config = TrainConfig(tile_categories=["wood", "tire"], grid_scales={"wood": 2.0}, grid_max_tiles=6)
+    tiling = config.scoring.tiling
+    assert (tiling.scheme, tiling.grid["wood"].scale, tiling.grid["wood"].max_tiles) == ("grid/1", 2.0, 6)
+    assert TrainConfig(tile_categories=["wood"]).scoring.tiling.scheme == "aspect-strip/1"  # the default: off
+    assert TrainConfig.from_dict({"tile_categories": ["wood"]}).grid_scales == {}  # runs saved before the grid

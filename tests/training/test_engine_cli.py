@@ -207,3 +207,55 @@ def test_patch_memory_is_built_from_training_patches_and_scaled_on_held_out_norm
     one_memory = [*args, "--memory-per-category", "false"]
     assert main(["fit", "--data", str(dataset), "--out", str(shared), "--epochs", "1", *TINY, *one_memory]) == 0
     assert _weights(shared)["anomaly_map.memory.entries"].shape == (64, 40 + 112)  # one memory for all
+
+
+@pytest.fixture(scope="module")
+def large_photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Photos twice the graph's 64 px: texture_a 128 × 128, texture_b 192 × 128."""
+    root = tmp_path_factory.mktemp("large")
+    return make_synthetic_dataset(root, n_train=8, n_test_good=2, n_test_defect=2, size=128)
+
+
+def test_grid_auto_cuts_photos_large_enough_into_a_grid_and_trains_on_its_tiles(
+    large_photos: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    assert main(["fit", "--data", str(large_photos), "--out", str(run), "--epochs", "1", "--grid", "auto", *TINY]) == 0
+    saved = json.loads((run / "config.json").read_text())
+    # texture_a: 128 px photos feed scale 2 (2×2 tiles); texture_b at scale 2 would be 2×3 tiles, over the cap of 4
+    assert saved["grid_scales"] == {"texture_a": 2.0}
+    trained = json.loads((run / "training_data.json").read_text())
+    assert trained["training_tiles"] == 4 * (trained["trained_on"] // 2) + 2 * (trained["trained_on"] // 2)
+    assert TrainConfig.load(run / "config.json").scoring.tiling.scheme == "grid/1"
+    assert (
+        main(
+            [
+                "fit",
+                "--data",
+                str(large_photos),
+                "--out",
+                str(run),
+                "--epochs",
+                "2",
+                "--resume",
+                "--grid",
+                "auto",
+                *TINY,
+            ]
+        )
+        == 0
+    )  # the choice is made again, the same, so the run resumes
+
+
+def test_grid_scales_override_the_choice_and_must_name_tiled_categories(
+    large_photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    run = tmp_path / "run"
+    override = ["--grid-scales", "texture_b=2", "--grid-max-tiles", "6"]
+    assert main(["fit", "--data", str(large_photos), "--out", str(run), "--epochs", "1", *override, *TINY]) == 0
+    assert json.loads((run / "config.json").read_text())["grid_scales"] == {"texture_b": 2.0}
+    trained = json.loads((run / "training_data.json").read_text())
+    assert trained["training_tiles"] == 1 * (trained["trained_on"] // 2) + 6 * (trained["trained_on"] // 2)
+    untiled = ["--tile-categories", "texture_a", "--grid-scales", "texture_b=2"]
+    assert main(["fit", "--data", str(large_photos), "--out", str(run), "--epochs", "1", *untiled, *TINY]) == 2
+    assert "--grid-scales: ['texture_b'] are not tiled categories" in capsys.readouterr().err

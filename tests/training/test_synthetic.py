@@ -54,3 +54,39 @@ def test_defects_stand_out_exactly_inside_their_masks(tmp_path: Path) -> None:
         inside, outside = image[mask], image[~mask]
         # defects are near-black (< 26) or near-white (> 234); textures stay far from both ends
         assert np.abs(inside - np.median(outside)).mean() > 60, sample.path
+
+
+def test_small_defects_cover_the_asked_share_of_a_large_image(tmp_path: Path) -> None:
+    root = make_synthetic_dataset(
+        tmp_path, THREE, n_train=1, n_test_good=0, n_test_defect=4, size=512, defect_area=(0.001, 0.01)
+    )
+    shares = [
+        (cv2.imread(str(mask), cv2.IMREAD_GRAYSCALE) > 0).mean() for mask in sorted(root.glob("*/ground_truth/*/*.png"))
+    ]
+    assert len(shares) == 12
+    assert all(0.0004 <= share <= 0.012 for share in shares), shares  # scratches capped at half the short side
+    assert max(shares) > 0.002  # spots reach into the range, not only its floor
+    assert cv2.imread(str(root / "stripes" / "train" / "good" / "000.png")).shape[:2] == (512, 512)
+
+
+def test_a_bad_defect_area_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="defect_area must be fractions"):
+        make_synthetic_dataset(tmp_path, defect_area=(0.01, 0.001))
+
+
+def test_faint_defects_move_only_part_of_the_way_and_only_inside_their_masks(tmp_path: Path) -> None:
+    area = (0.002, 0.004)
+    full = make_synthetic_dataset(
+        tmp_path / "full", n_train=1, n_test_good=0, n_test_defect=2, size=256, defect_area=area
+    )
+    faint = make_synthetic_dataset(
+        tmp_path / "faint", n_train=1, n_test_good=0, n_test_defect=2, size=256, defect_area=area, defect_contrast=0.3
+    )
+    for image in sorted(full.glob("*/test/*/*.png")):
+        strong = cv2.imread(str(image)).astype(float)
+        weak = cv2.imread(str(faint / image.relative_to(full))).astype(float)
+        mask = cv2.imread(str(image.parents[2] / "ground_truth" / image.parent.name / f"{image.stem}_mask.png"), 0) > 0
+        assert np.array_equal(strong[~mask], weak[~mask])  # the same texture around it
+        assert 0 < np.abs(weak[mask] - strong[mask]).mean()  # inside: short of the full defect colour
+    with pytest.raises(ValueError, match="defect_contrast must lie in"):
+        make_synthetic_dataset(tmp_path / "bad", defect_area=area, defect_contrast=0.0)
