@@ -232,7 +232,31 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument(
         "--size", type=int, default=SYNTH_SIZE, help="side in pixels of the generated images (default: %(default)s)"
     )
+    synth.add_argument(
+        "--styles",
+        type=_comma_list(str),
+        default=None,
+        help="comma-separated textures.STYLES, one category gen_<style> each, with the subtle defects too "
+        "(the multi-class pressure set; default: two classic demo categories)",
+    )
+    synth.add_argument("--train", type=int, default=12, help="normal training images per category")
+    synth.add_argument("--test-good", type=int, default=4, help="normal test images per category")
+    synth.add_argument("--test-defect", type=int, default=4, help="defect test images per category")
+    synth.add_argument("--seed", type=int, default=0, help="seed of every generated pixel")
     return parser
+
+
+def _synthesise(args: argparse.Namespace) -> Path:
+    from training.synthetic import DEFECT_TYPES, SUBTLE_DEFECTS, make_synthetic_dataset
+
+    counts = {"n_train": args.train, "n_test_good": args.test_good, "n_test_defect": args.test_defect}
+    if args.styles is None:
+        return make_synthetic_dataset(args.out, size=args.size, seed=args.seed, **counts)
+    names = [f"gen_{style}" for style in args.styles]
+    defects = DEFECT_TYPES + SUBTLE_DEFECTS
+    return make_synthetic_dataset(
+        args.out, names, size=args.size, seed=args.seed, styles=args.styles, defect_types=defects, **counts
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -287,7 +311,5 @@ def _dispatch(args: argparse.Namespace) -> int:
         out = run_onboarding(args)
         print(f"added: {out} (next: python -m training export {out})")
     elif args.command == "synth":
-        from training.synthetic import make_synthetic_dataset
-
-        print(f"wrote: {make_synthetic_dataset(args.out, size=args.size)}")
+        print(f"wrote: {_synthesise(args)}")
     return 0

@@ -5,6 +5,12 @@ smooth grey blobs (grayscale, tall) and a colour grid (RGBA, wide), cycling in t
 (thin lines) and spots (filled ellipses), near-black or near-white so they stand out from every texture, and each
 defect's mask is drawn with the same primitive, so masks are exact. Everything derives from ``seed`` and the
 category name: same arguments, byte-identical files.
+
+Multi-class pressure (``styles=``, ``python -m training synth --styles``): more looks (``training/textures.py``:
+weave, brushed metal, dot lattice, cells, rings), each with its own palette and scale drawn from the category name,
+and the subtle defects a multi-class student could learn to copy (``SUBTLE_DEFECTS``): a faint stain, a local warp
+of the texture, and a patch of another category's normal texture (``foreign``) — normal elsewhere, so a student
+that reconstructs every category's normal look reconstructs it too.
 """
 
 from __future__ import annotations
@@ -16,7 +22,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from training.textures import style_for, subtle_defect
+
 DEFECT_TYPES = ("scratch", "spot")
+SUBTLE_DEFECTS = ("stain", "warp", "foreign")
+"""Low-contrast defects (``training/textures.py``) for the multi-class pressure set."""
 SIZE = 64
 """Default short side of the generated images, for ``make_synthetic_dataset`` and ``python -m training synth``."""
 
@@ -86,8 +96,10 @@ def _add_defect(rng: np.random.Generator, image: np.ndarray, defect_type: str) -
         angle = float(rng.uniform(0.0, 180.0))
         cv2.ellipse(image, centre, axes, angle, 0, 360, colour, -1)
         cv2.ellipse(mask, centre, axes, angle, 0, 360, 255, -1)
+    elif defect_type in SUBTLE_DEFECTS:
+        return subtle_defect(rng, image, defect_type)
     else:
-        raise ValueError(f"unknown defect type {defect_type!r}; expected one of {list(DEFECT_TYPES)}")
+        raise ValueError(f"unknown defect type {defect_type!r}; expected one of {list(DEFECT_TYPES + SUBTLE_DEFECTS)}")
     return image, mask
 
 
@@ -111,29 +123,41 @@ def make_synthetic_dataset(
     size: int = SIZE,
     seed: int = 0,
     n_validation: int = 0,
+    styles: Sequence[str] | None = None,
+    defect_types: Sequence[str] = DEFECT_TYPES,
 ) -> Path:
     """Write a small MVTec-layout dataset under ``root`` and return ``root``.
 
     Args:
         root: folder to write into (created; existing category folders are overwritten file by file).
-        categories: category names; the i-th gets the i-th texture style, cycling (stripes, blobs, grid).
+        categories: category names; the i-th gets the i-th texture style, cycling (stripes, blobs, grid), unless
+            ``styles`` names them.
         n_train: normal training images per category.
         n_test_good: normal test images per category.
-        n_test_defect: defect test images per category, alternating scratch and spot.
+        n_test_defect: defect test images per category, cycling through ``defect_types``.
         size: base side in pixels (blobs are 1.5× taller, grids 1.25× wider: the loader must squash them).
         seed: all randomness derives from it and the category name.
         n_validation: normal ``validation/good`` images per category (none by default).
+        styles: one ``textures.STYLES`` name per category: that look, with palette and scale drawn from the
+            category name (the pressure set); None: the three classic looks, cycling.
+        defect_types: the defects drawn, in turn (``DEFECT_TYPES`` and ``SUBTLE_DEFECTS``).
     """
     root = Path(root)
+    if styles is not None and len(styles) != len(categories):
+        raise ValueError(f"styles: {len(styles)} styles for {len(categories)} categories; give one per category")
+    unknown = sorted(set(defect_types) - set(DEFECT_TYPES + SUBTLE_DEFECTS))
+    if unknown or not defect_types:
+        raise ValueError(f"defect_types: unknown {unknown}; expected some of {list(DEFECT_TYPES + SUBTLE_DEFECTS)}")
     for index, name in enumerate(categories):
-        style = _STYLES[index % len(_STYLES)]
+        look = np.random.default_rng([seed, zlib.crc32(name.encode()), 1])  # the category's palette and scale
+        style = _STYLES[index % len(_STYLES)] if styles is None else style_for(styles[index], look)
         rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
         category = root / name
         for split, count in (("train", n_train), ("validation", n_validation), ("test", n_test_good)):
             for i in range(count):
                 _write_png(category / split / "good" / f"{i:03d}.png", style(rng, size))
         for i in range(n_test_defect):
-            defect_type = DEFECT_TYPES[i % len(DEFECT_TYPES)]
+            defect_type = defect_types[i % len(defect_types)]
             image, mask = _add_defect(rng, style(rng, size), defect_type)
             _write_png(category / "test" / defect_type / f"{i:03d}.png", image)
             _write_png(category / "ground_truth" / defect_type / f"{i:03d}_mask.png", mask)
