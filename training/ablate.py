@@ -56,7 +56,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
 METRICS = ("image_auroc", "pixel_auroc", "aupro")
 
 
-def run_ablation(base: TrainConfig, out_dir: Path, variants: list[str] | None = None) -> dict:
+def run_ablation(base: TrainConfig, out_dir: Path, variants: list[str] | None = None, galleries: bool = True) -> dict:
     from model_store.planner import ScoringRule
     from training.data import discover
     from training.engine import Prepared, fit, prepare, resolve_device, with_resolved_tiling
@@ -82,7 +82,7 @@ def run_ablation(base: TrainConfig, out_dir: Path, variants: list[str] | None = 
         if config.scoring not in caches:
             caches[config.scoring] = prepare(config, teacher_only, index, device)
         fit(config, run_dir, prepared=caches[config.scoring])
-        metrics = evaluate_run(run_dir, report_dir=run_dir / "eval")
+        metrics = evaluate_run(run_dir, report_dir=run_dir / "eval", galleries=galleries)
         results[name] = {
             "description": description,
             "overrides": overrides,

@@ -212,6 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"comma-separated subset of {', '.join(VARIANTS)} (default: all)",
     )
+    ablate.add_argument(
+        "--no-galleries",
+        action="store_true",
+        help="skip each variant's heatmap galleries (metrics, curves and histograms are still written)",
+    )
     add_config_options(ablate)
 
     from training.export import add_export_arguments
@@ -296,7 +301,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif args.command == "ablate":
         from training.ablate import run_ablation
 
-        run_ablation(config_from_args(args), args.out, args.variants)
+        run_ablation(config_from_args(args), args.out, args.variants, galleries=not args.no_galleries)
     elif args.command == "export":
         from training.export import run_export
 

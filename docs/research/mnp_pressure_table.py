@@ -1,0 +1,119 @@
+"""Tables of the multi-class pressure study (``docs/research/mnp_pressure.sh``): student share, open choices.
+
+    python docs/research/mnp_pressure_table.py STUDY_DIR > docs/research/results/mnp_pressure.md
+
+Reads every ``STUDY_DIR/<phase>/ablation.json`` (phases ``all_s<seed>``: four real + generated categories;
+``four_s<seed>``: the four real alone; ``again_s<seed>``: more seeds of chosen variants on all) and writes markdown:
+per variant and seed the means over the real four, the generated ones and all; the spread between equal runs
+(max − min over seeds of one variant); the student's share (``prd_no_memory`` − ``rd``) per category, four alone
+against with the generated categories; each open choice against ``prd_no_memory`` of the same seed and against
+the seed mean.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+METRICS = ("image_auroc", "pixel_auroc", "aupro")
+REAL = ("kolektor", "magnetic_tile", "tire", "wood")
+
+
+def load(study: Path) -> dict[tuple[str, str, int], dict]:
+    """(data, variant, seed) → {category: metrics}; data is ``all`` or ``four``."""
+    runs = {}
+    for path in sorted(study.glob("*/ablation.json")):
+        phase = path.parent.name
+        data = "four" if phase.startswith("four") else "all"
+        seed = int(phase.rsplit("_s", 1)[1].split(":")[0])
+        for variant, result in json.loads(path.read_text())["variants"].items():
+            runs[(data, variant, seed)] = result["categories"]
+    return runs
+
+
+def mean(categories: dict, names: list[str], metric: str) -> float:
+    return float(np.mean([categories[c][metric] for c in names if c in categories]))
+
+
+def groups(categories: dict) -> dict[str, list[str]]:
+    real = [c for c in REAL if c in categories]
+    generated = sorted(c for c in categories if c not in REAL)
+    return {"real": real, "generated": generated, "all": real + generated}
+
+
+def fmt(values: list[float]) -> str:
+    return " / ".join(f"{v:.3f}" for v in values)
+
+
+def main(study: Path) -> None:
+    runs = load(study)
+    by_variant: dict[tuple[str, str], dict[int, dict]] = defaultdict(dict)
+    for (data, variant, seed), categories in runs.items():
+        by_variant[(data, variant)][seed] = categories
+    print("# Multi-class pressure: the student's share and the open choices\n")
+    print(f"Raw: `{study}/*/ablation.json`; means of image AUROC / pixel AUROC / AUPRO.\n")
+    print("## Every run\n")
+    print("| data | variant | seed | real four | generated | all |")
+    print("|---|---|---|---|---|---|")
+    for (data, variant), seeds in sorted(by_variant.items()):
+        for seed, categories in sorted(seeds.items()):
+            cells = [
+                fmt([mean(categories, names, m) for m in METRICS]) if names else "–"
+                for names in groups(categories).values()
+            ]
+            print(f"| {data} | {variant} | {seed} | " + " | ".join(cells) + " |")
+    print("\n## Spread between equal runs (max − min over seeds, mean over all categories of the data)\n")
+    print("| data | variant | seeds | mean | spread |")
+    print("|---|---|---|---|---|")
+    for (data, variant), seeds in sorted(by_variant.items()):
+        if len(seeds) < 2:
+            continue
+        values = np.array([[mean(c, groups(c)["all"], m) for m in METRICS] for c in seeds.values()])
+        print(f"| {data} | {variant} | {sorted(seeds)} | {fmt(values.mean(0))} | {fmt(np.ptp(values, axis=0))} |")
+    print("\n## The student's share: prd_no_memory − rd per category (seed means), image / pixel AUROC\n")
+    print("| category | four alone | with the generated |")
+    print("|---|---|---|")
+    shares = {}
+    for data in ("four", "all"):
+        prd, rd = by_variant.get((data, "prd_no_memory"), {}), by_variant.get((data, "rd"), {})
+        seeds = sorted(set(prd) & set(rd))
+        if not seeds:
+            continue
+        names = sorted(prd[seeds[0]], key=lambda c: (c not in REAL, c))
+        shares[data] = {
+            c: [float(np.mean([prd[s][c][m] - rd[s][c][m] for s in seeds])) for m in METRICS[:2]] for c in names
+        }
+        shares[data]["mean (real four)"] = [float(np.mean([shares[data][c][i] for c in REAL])) for i in range(2)]
+        if data == "all":
+            gen = [c for c in names if c not in REAL]
+            shares[data]["mean (generated)"] = [float(np.mean([shares[data][c][i] for c in gen])) for i in range(2)]
+            shares[data]["mean (all)"] = [float(np.mean([shares[data][c][i] for c in names])) for i in range(2)]
+    rows = list(dict.fromkeys([*shares.get("all", {}), *shares.get("four", {})]))
+    for c in rows:
+        cells = [fmt(shares[d][c]) if c in shares.get(d, {}) else "–" for d in ("four", "all")]
+        print(f"| {c} | " + " | ".join(f"{x:+}" if isinstance(x, float) else x for x in cells) + " |")
+    print("\n## Open choices against the current filter (all categories; mean over categories)\n")
+    base = by_variant.get(("all", "prd_no_memory"), {})
+    base_mean = np.array([[mean(c, groups(c)["all"], m) for m in METRICS] for c in base.values()]).mean(0)
+    print(f"prd_no_memory over seeds {sorted(base)}: {fmt(base_mean)}\n")
+    print("| variant | seed | mean | − prd_no_memory, same seed | − prd_no_memory, seed mean |")
+    print("|---|---|---|---|---|")
+    for (data, variant), seeds in sorted(by_variant.items()):
+        if data != "all" or variant in ("rd", "prd_no_memory"):
+            continue
+        for seed, categories in sorted(seeds.items()):
+            values = np.array([mean(categories, groups(categories)["all"], m) for m in METRICS])
+            same = (
+                fmt(values - np.array([mean(base[seed], groups(base[seed])["all"], m) for m in METRICS]))
+                if seed in base
+                else "–"
+            )
+            print(f"| {variant} | {seed} | {fmt(values)} | {same} | {fmt(values - base_mean)} |")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
