@@ -247,6 +247,13 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--train", type=int, default=12, help="normal training images per category")
     synth.add_argument("--test-good", type=int, default=4, help="normal test images per category")
     synth.add_argument("--test-defect", type=int, default=4, help="defect test images per category")
+    synth.add_argument(
+        "--defects",
+        type=_comma_list(str),
+        default=None,
+        help="with --styles: comma-separated defect types (default: scratch,spot,stain,warp,foreign; borrowed pastes "
+        "another generated category's normal look)",
+    )
     synth.add_argument("--seed", type=int, default=0, help="seed of every generated pixel")
     return parser
 
@@ -256,9 +263,11 @@ def _synthesise(args: argparse.Namespace) -> Path:
 
     counts = {"n_train": args.train, "n_test_good": args.test_good, "n_test_defect": args.test_defect}
     if args.styles is None:
+        if args.defects:
+            raise ValueError("--defects: choose them with --styles (the classic demo set draws scratches and spots)")
         return make_synthetic_dataset(args.out, size=args.size, seed=args.seed, **counts)
     names = [f"gen_{style}" for style in args.styles]
-    defects = DEFECT_TYPES + SUBTLE_DEFECTS
+    defects = args.defects or DEFECT_TYPES + SUBTLE_DEFECTS
     return make_synthetic_dataset(
         args.out, names, size=args.size, seed=args.seed, styles=args.styles, defect_types=defects, **counts
     )

@@ -22,10 +22,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from training.textures import style_for, subtle_defect
+from training.textures import Draw, style_for, subtle_defect
 
 DEFECT_TYPES = ("scratch", "spot")
 SUBTLE_DEFECTS = ("stain", "warp", "foreign")
+BORROWED = "borrowed"
+"""A disc of another generated category's normal look (``textures.subtle_defect``); needs ``styles=``."""
 """Low-contrast defects (``training/textures.py``) for the multi-class pressure set."""
 SIZE = 64
 """Default short side of the generated images, for ``make_synthetic_dataset`` and ``python -m training synth``."""
@@ -74,7 +76,9 @@ def _defect_colour(rng: np.random.Generator, channels: int) -> tuple[int, ...]:
     return (value,) if channels == 1 else (value,) * 3 + ((255,) if channels == 4 else ())
 
 
-def _add_defect(rng: np.random.Generator, image: np.ndarray, defect_type: str) -> tuple[np.ndarray, np.ndarray]:
+def _add_defect(
+    rng: np.random.Generator, image: np.ndarray, defect_type: str, neighbours: Sequence[Draw] = ()
+) -> tuple[np.ndarray, np.ndarray]:
     """Draw one defect into a copy of ``image``; return (image, 0/255 mask of the same height and width)."""
     image = np.ascontiguousarray(image.copy())
     mask = np.zeros(image.shape[:2], np.uint8)
@@ -96,8 +100,8 @@ def _add_defect(rng: np.random.Generator, image: np.ndarray, defect_type: str) -
         angle = float(rng.uniform(0.0, 180.0))
         cv2.ellipse(image, centre, axes, angle, 0, 360, colour, -1)
         cv2.ellipse(mask, centre, axes, angle, 0, 360, 255, -1)
-    elif defect_type in SUBTLE_DEFECTS:
-        return subtle_defect(rng, image, defect_type)
+    elif defect_type in (*SUBTLE_DEFECTS, BORROWED):
+        return subtle_defect(rng, image, defect_type, neighbours)
     else:
         raise ValueError(f"unknown defect type {defect_type!r}; expected one of {list(DEFECT_TYPES + SUBTLE_DEFECTS)}")
     return image, mask
@@ -140,17 +144,24 @@ def make_synthetic_dataset(
         n_validation: normal ``validation/good`` images per category (none by default).
         styles: one ``textures.STYLES`` name per category: that look, with palette and scale drawn from the
             category name (the pressure set); None: the three classic looks, cycling.
-        defect_types: the defects drawn, in turn (``DEFECT_TYPES`` and ``SUBTLE_DEFECTS``).
+        defect_types: the defects drawn, in turn (``DEFECT_TYPES``, ``SUBTLE_DEFECTS`` and, with ``styles``,
+            ``BORROWED``).
     """
     root = Path(root)
     if styles is not None and len(styles) != len(categories):
         raise ValueError(f"styles: {len(styles)} styles for {len(categories)} categories; give one per category")
-    unknown = sorted(set(defect_types) - set(DEFECT_TYPES + SUBTLE_DEFECTS))
+    known = (*DEFECT_TYPES, *SUBTLE_DEFECTS, BORROWED)
+    unknown = sorted(set(defect_types) - set(known))
     if unknown or not defect_types:
-        raise ValueError(f"defect_types: unknown {unknown}; expected some of {list(DEFECT_TYPES + SUBTLE_DEFECTS)}")
+        raise ValueError(f"defect_types: unknown {unknown}; expected some of {list(known)}")
+    looks = [
+        _STYLES[index % len(_STYLES)]
+        if styles is None
+        else style_for(styles[index], np.random.default_rng([seed, zlib.crc32(name.encode()), 1]))  # palette, scale
+        for index, name in enumerate(categories)
+    ]
     for index, name in enumerate(categories):
-        look = np.random.default_rng([seed, zlib.crc32(name.encode()), 1])  # the category's palette and scale
-        style = _STYLES[index % len(_STYLES)] if styles is None else style_for(styles[index], look)
+        style, neighbours = looks[index], looks[:index] + looks[index + 1 :]
         rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
         category = root / name
         for split, count in (("train", n_train), ("validation", n_validation), ("test", n_test_good)):
@@ -158,7 +169,7 @@ def make_synthetic_dataset(
                 _write_png(category / split / "good" / f"{i:03d}.png", style(rng, size))
         for i in range(n_test_defect):
             defect_type = defect_types[i % len(defect_types)]
-            image, mask = _add_defect(rng, style(rng, size), defect_type)
+            image, mask = _add_defect(rng, style(rng, size), defect_type, neighbours if styles is not None else ())
             _write_png(category / "test" / defect_type / f"{i:03d}.png", image)
             _write_png(category / "ground_truth" / defect_type / f"{i:03d}_mask.png", mask)
     return root

@@ -6,14 +6,15 @@ category, size×size, with per-image jitter from ``rng``. Two categories of one 
 and scale, as two product lines of one material would.
 
 The subtle defects stay inside the texture's range, so the student's map, not a brightness threshold, has to find
-them: ``stain`` (a soft tint of 15–35 grey levels), ``warp`` (a local swirl of the texture) and ``foreign`` (a disc
-of another style's texture: a normal look elsewhere, which a student that reconstructs every category's normal
-look may copy). Each returns the image and the mask of where it changed the texture.
+them: ``stain`` (a soft tint of 15–35 grey levels), ``warp`` (a local swirl of the texture), ``foreign`` (a disc of
+another style's texture in a random palette) and ``borrowed`` (a disc of another category's own normal look: normal
+elsewhere in the same model, which a student that reconstructs every category's normal look may copy). Each
+returns the image and the mask of where it changed the texture.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -148,8 +149,14 @@ def _disc(rng: np.random.Generator, shape: tuple[int, int]) -> tuple[np.ndarray,
     return np.hypot(y - cy, x - cx), cy, cx, rng.uniform(0.08, 0.16) * side
 
 
-def subtle_defect(rng: np.random.Generator, image: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
-    """One low-contrast defect drawn into a copy of ``image`` (grey, RGB or RGBA); (image, 0/255 mask)."""
+def subtle_defect(
+    rng: np.random.Generator, image: np.ndarray, kind: str, neighbours: Sequence[Draw] = ()
+) -> tuple[np.ndarray, np.ndarray]:
+    """One low-contrast defect drawn into a copy of ``image`` (grey, RGB or RGBA); (image, 0/255 mask).
+
+    ``borrowed`` pastes a disc of one of ``neighbours`` (the other categories' own looks, palette included): a patch
+    that is exactly normal in another category of the same model, the sharpest test of a student that copies.
+    """
     colour = image if image.ndim == 3 else image[..., None]
     channels = min(3, colour.shape[2])
     distance, cy, cx, radius = _disc(rng, image.shape[:2])
@@ -167,13 +174,16 @@ def subtle_defect(rng: np.random.Generator, image: np.ndarray, kind: str) -> tup
         map_y = (cy + (x - cx) * sin + (y - cy) * cos).astype(np.float32)
         out = cv2.remap(out, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT).reshape(out.shape)
         mask = distance < 0.7 * radius
-    elif kind == "foreign":
+    elif kind in ("foreign", "borrowed"):
+        if kind == "borrowed" and not neighbours:
+            raise ValueError("a borrowed defect needs the other categories' looks (styles= with several categories)")
         other = list(STYLES)[int(rng.integers(len(STYLES)))]
-        patch = style_for(other, rng)(rng, max(image.shape[:2])).astype(np.float32)[: image.shape[0], : image.shape[1]]
+        draw = neighbours[int(rng.integers(len(neighbours)))] if kind == "borrowed" else style_for(other, rng)
+        patch = draw(rng, max(image.shape[:2])).astype(np.float32)[: image.shape[0], : image.shape[1]]
         patch = patch.mean(axis=2, keepdims=True) if channels == 1 else patch
         mask = distance < radius
         out[..., :channels][mask] = patch[mask]
     else:
-        raise ValueError(f"unknown subtle defect {kind!r}; expected stain, warp or foreign")
+        raise ValueError(f"unknown subtle defect {kind!r}; expected stain, warp, foreign or borrowed")
     result = np.clip(out, 0, 255).astype(np.uint8)
     return (result if image.ndim == 3 else result[..., 0]), mask.astype(np.uint8) * 255

@@ -12,8 +12,9 @@ the seed mean.
 
 from __future__ import annotations
 
+import argparse
+import csv
 import json
-import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -35,6 +36,28 @@ def load(study: Path) -> dict[tuple[str, str, int], dict]:
     return runs
 
 
+def defect_type_auroc(study: Path) -> dict[tuple[str, int], dict[str, float]]:
+    """(variant, seed) → {defect type: image AUROC of that type against the good images of the same generated
+    category, averaged over the generated categories}, from each run's ``eval/scores.csv`` (phases on all data)."""
+    from sklearn.metrics import roc_auc_score
+
+    out: dict[tuple[str, int], dict[str, float]] = {}
+    for path in sorted(study.glob("*/*/eval/scores.csv")):
+        phase, variant = path.parts[-4], path.parts[-3]
+        if phase.startswith("four"):
+            continue
+        rows = list(csv.DictReader(path.open()))
+        per_type: dict[str, list[float]] = defaultdict(list)
+        for category in sorted({r["category"] for r in rows if r["category"] not in REAL}):
+            mine = [r for r in rows if r["category"] == category]
+            good = [float(r["score"]) for r in mine if r["label"] == "0"]
+            for kind in sorted({r["defect_type"] for r in mine if r["label"] == "1"}):
+                bad = [float(r["score"]) for r in mine if r["defect_type"] == kind]
+                per_type[kind].append(roc_auc_score([0] * len(good) + [1] * len(bad), good + bad))
+        out[(variant, int(phase.rsplit("_s", 1)[1]))] = {k: float(np.mean(v)) for k, v in per_type.items()}
+    return out
+
+
 def mean(categories: dict, names: list[str], metric: str) -> float:
     return float(np.mean([categories[c][metric] for c in names if c in categories]))
 
@@ -45,8 +68,8 @@ def groups(categories: dict) -> dict[str, list[str]]:
     return {"real": real, "generated": generated, "all": real + generated}
 
 
-def fmt(values: list[float]) -> str:
-    return " / ".join(f"{v:.3f}" for v in values)
+def fmt(values: list[float], sign: str = "") -> str:
+    return " / ".join(f"{v:{sign}.3f}" for v in values)
 
 
 def main(study: Path) -> None:
@@ -67,13 +90,19 @@ def main(study: Path) -> None:
             ]
             print(f"| {data} | {variant} | {seed} | " + " | ".join(cells) + " |")
     print("\n## Spread between equal runs (max − min over seeds, mean over all categories of the data)\n")
-    print("| data | variant | seeds | mean | spread |")
-    print("|---|---|---|---|---|")
+    print("| data | variant | seeds | mean | spread (all) | spread (real four) | spread (generated) |")
+    print("|---|---|---|---|---|---|---|")
     for (data, variant), seeds in sorted(by_variant.items()):
         if len(seeds) < 2:
             continue
+        cells = []
+        for group in ("all", "real", "generated"):
+            values = np.array(
+                [[mean(c, groups(c)[group], m) for m in METRICS] for c in seeds.values() if groups(c)[group]]
+            )
+            cells.append(fmt(np.ptp(values, axis=0)) if len(values) else "–")
         values = np.array([[mean(c, groups(c)["all"], m) for m in METRICS] for c in seeds.values()])
-        print(f"| {data} | {variant} | {sorted(seeds)} | {fmt(values.mean(0))} | {fmt(np.ptp(values, axis=0))} |")
+        print(f"| {data} | {variant} | {sorted(seeds)} | {fmt(values.mean(0))} | " + " | ".join(cells) + " |")
     print("\n## The student's share: prd_no_memory − rd per category (seed means), image / pixel AUROC\n")
     print("| category | four alone | with the generated |")
     print("|---|---|---|")
@@ -94,10 +123,19 @@ def main(study: Path) -> None:
             shares[data]["mean (all)"] = [float(np.mean([shares[data][c][i] for c in names])) for i in range(2)]
     rows = list(dict.fromkeys([*shares.get("all", {}), *shares.get("four", {})]))
     for c in rows:
-        cells = [fmt(shares[d][c]) if c in shares.get(d, {}) else "–" for d in ("four", "all")]
-        print(f"| {c} | " + " | ".join(f"{x:+}" if isinstance(x, float) else x for x in cells) + " |")
+        cells = [fmt(shares[d][c], "+") if c in shares.get(d, {}) else "–" for d in ("four", "all")]
+        print(f"| {c} | " + " | ".join(cells) + " |")
+    by_type = defect_type_auroc(study)
+    kinds = sorted({k for v in by_type.values() for k in v})
+    print("\n## Image AUROC by defect type, generated categories (each type against its category's good images)\n")
+    print("| variant | seed | " + " | ".join(kinds) + " |")
+    print("|---" * (len(kinds) + 2) + "|")
+    for (variant, seed), values in sorted(by_type.items()):
+        print(f"| {variant} | {seed} | " + " | ".join(f"{values.get(k, float('nan')):.3f}" for k in kinds) + " |")
     print("\n## Open choices against the current filter (all categories; mean over categories)\n")
     base = by_variant.get(("all", "prd_no_memory"), {})
+    if not base:
+        return
     base_mean = np.array([[mean(c, groups(c)["all"], m) for m in METRICS] for c in base.values()]).mean(0)
     print(f"prd_no_memory over seeds {sorted(base)}: {fmt(base_mean)}\n")
     print("| variant | seed | mean | − prd_no_memory, same seed | − prd_no_memory, seed mean |")
@@ -116,4 +154,6 @@ def main(study: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    parser = argparse.ArgumentParser(description="tables of docs/research/mnp_pressure.sh's study, as markdown")
+    parser.add_argument("study", type=Path, help="the OUT folder the study wrote (one subfolder per phase)")
+    main(parser.parse_args().study)

@@ -131,3 +131,29 @@ def test_synth_cli_writes_one_gen_category_per_style(tmp_path: Path) -> None:
     summary = discover([tmp_path]).summary()["categories"]
     assert sorted(summary) == ["gen_dots", "gen_rings"]
     assert summary["gen_dots"]["train"] == 2 and summary["gen_dots"]["test_defect"] == 5
+
+
+def test_a_borrowed_defect_is_another_categorys_own_normal_look(tmp_path: Path) -> None:
+    root = make_synthetic_dataset(
+        tmp_path,
+        ["gen_dots", "gen_rings"],
+        n_train=1,
+        n_test_good=0,
+        n_test_defect=3,
+        size=64,
+        styles=["dots", "rings"],
+        defect_types=["borrowed"],
+    )
+    normal = {
+        c: cv2.imread(str(root / c / "train/good/000.png")).reshape(-1, 3).mean(axis=0)
+        for c in ("gen_dots", "gen_rings")
+    }
+    for path in sorted((root / "gen_dots/test/borrowed").glob("*.png")):
+        mask = cv2.imread(str(root / "gen_dots/ground_truth/borrowed" / f"{path.stem}_mask.png"), 0) > 127
+        inside = cv2.imread(str(path))[mask].mean(axis=0)
+        assert np.abs(inside - normal["gen_rings"]).sum() < np.abs(inside - normal["gen_dots"]).sum(), path
+
+
+def test_a_borrowed_defect_needs_other_generated_categories(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="other categories"):
+        make_synthetic_dataset(tmp_path, ["a"], n_train=1, n_test_good=0, n_test_defect=1, defect_types=["borrowed"])
