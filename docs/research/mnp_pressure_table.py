@@ -90,8 +90,10 @@ def main(study: Path) -> None:
             ]
             print(f"| {data} | {variant} | {seed} | " + " | ".join(cells) + " |")
     print("\n## Spread between equal runs (max − min over seeds, mean over all categories of the data)\n")
-    print("| data | variant | seeds | mean | spread (all) | spread (real four) | spread (generated) |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| data | variant | seeds | mean | spread (all) | spread (real four) | spread (generated) | widest category |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for (data, variant), seeds in sorted(by_variant.items()):
         if len(seeds) < 2:
             continue
@@ -102,6 +104,9 @@ def main(study: Path) -> None:
             )
             cells.append(fmt(np.ptp(values, axis=0)) if len(values) else "–")
         values = np.array([[mean(c, groups(c)["all"], m) for m in METRICS] for c in seeds.values()])
+        names = groups(next(iter(seeds.values())))["all"]
+        widest = [max(np.ptp([c[n][m] for c in seeds.values()]) for n in names) for m in METRICS]
+        cells.append(fmt(widest))
         print(f"| {data} | {variant} | {sorted(seeds)} | {fmt(values.mean(0))} | " + " | ".join(cells) + " |")
     print("\n## The student's share: prd_no_memory − rd per category (seed means), image / pixel AUROC\n")
     print("| category | four alone | with the generated |")
@@ -138,19 +143,25 @@ def main(study: Path) -> None:
         return
     base_mean = np.array([[mean(c, groups(c)["all"], m) for m in METRICS] for c in base.values()]).mean(0)
     print(f"prd_no_memory over seeds {sorted(base)}: {fmt(base_mean)}\n")
-    print("| variant | seed | mean | − prd_no_memory, same seed | − prd_no_memory, seed mean |")
-    print("|---|---|---|---|---|")
+    print(
+        "| variant | seed | mean | − prd_no_memory, same seed | − seed mean | − seed mean, real four "
+        "| − seed mean, generated |"
+    )
+    print("|---|---|---|---|---|---|---|")
+
+    def group_means(categories: dict, group: str) -> np.ndarray:
+        return np.array([mean(categories, groups(categories)[group], m) for m in METRICS])
+
+    base_groups = {g: np.mean([group_means(c, g) for c in base.values()], axis=0) for g in ("real", "generated")}
     for (data, variant), seeds in sorted(by_variant.items()):
         if data != "all" or variant in ("rd", "prd_no_memory"):
             continue
         for seed, categories in sorted(seeds.items()):
-            values = np.array([mean(categories, groups(categories)["all"], m) for m in METRICS])
-            same = (
-                fmt(values - np.array([mean(base[seed], groups(base[seed])["all"], m) for m in METRICS]))
-                if seed in base
-                else "–"
-            )
-            print(f"| {variant} | {seed} | {fmt(values)} | {same} | {fmt(values - base_mean)} |")
+            values = group_means(categories, "all")
+            same = fmt(values - group_means(base[seed], "all"), "+") if seed in base else "–"
+            by_group = [fmt(group_means(categories, g) - base_groups[g], "+") for g in ("real", "generated")]
+            cells = [fmt(values), same, fmt(values - base_mean, "+"), *by_group]
+            print(f"| {variant} | {seed} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
