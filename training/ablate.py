@@ -37,11 +37,26 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "prd_no_coherence": ("no coherence term (coherence_weight=0)", {"coherence_weight": 0.0}),
     "prd_no_reseed": ("dead prototypes are not re-seeded", {"reseed_dead": False}),
     "prd_pixel_loss": ("plain per-position cosine loss instead of hard mining (loss=pixel)", {"loss": "pixel"}),
+    # the choices the paper leaves open (docs/prototypes.md); run them with --memory-entries 0 to see the student's map
+    "prd_k64": ("64 prototypes instead of 256 (prototypes=64)", {"prototypes": 64}),
+    "prd_k1024": ("1024 prototypes instead of 256 (prototypes=1024)", {"prototypes": 1024}),
+    "prd_top1": ("each position recalls its nearest prototype only (recall_topk=1)", {"recall_topk": 1}),
+    "prd_top16": ("each position recalls 16 prototypes (recall_topk=16)", {"recall_topk": 16}),
+    "prd_filter_teacher": (
+        "the bank filters the teacher's fused taps, before the bottleneck (filter_at=teacher)",
+        {"filter_at": "teacher"},
+    ),
+    "prd_noise": ("Dinomaly's noisy bottleneck: dropout 0.2 on the embedding in training", {"bottleneck_dropout": 0.2}),
+    "prd_global_loss": (
+        "each scale's map compared as one vector per image (loss_target=global)",
+        {"loss_target": "global"},
+    ),
+    "prd_group_loss": ("all scales compared at once per position (loss_target=group)", {"loss_target": "group"}),
 }
 METRICS = ("image_auroc", "pixel_auroc", "aupro")
 
 
-def run_ablation(base: TrainConfig, out_dir: Path, variants: list[str] | None = None) -> dict:
+def run_ablation(base: TrainConfig, out_dir: Path, variants: list[str] | None = None, galleries: bool = True) -> dict:
     from model_store.planner import ScoringRule
     from training.data import discover
     from training.engine import Prepared, fit, prepare, resolve_device, with_resolved_tiling
@@ -67,7 +82,7 @@ def run_ablation(base: TrainConfig, out_dir: Path, variants: list[str] | None = 
         if config.scoring not in caches:
             caches[config.scoring] = prepare(config, teacher_only, index, device)
         fit(config, run_dir, prepared=caches[config.scoring])
-        metrics = evaluate_run(run_dir, report_dir=run_dir / "eval")
+        metrics = evaluate_run(run_dir, report_dir=run_dir / "eval", galleries=galleries)
         results[name] = {
             "description": description,
             "overrides": overrides,

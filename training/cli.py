@@ -236,6 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"comma-separated subset of {', '.join(VARIANTS)} (default: all)",
     )
+    ablate.add_argument(
+        "--no-galleries",
+        action="store_true",
+        help="skip each variant's heatmap galleries (metrics, curves and histograms are still written)",
+    )
     add_config_options(ablate)
 
     from training.export import add_export_arguments
@@ -262,7 +267,40 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument(
         "--size", type=int, default=SYNTH_SIZE, help="side in pixels of the generated images (default: %(default)s)"
     )
+    synth.add_argument(
+        "--styles",
+        type=_comma_list(str),
+        default=None,
+        help="comma-separated textures.STYLES, one category gen_<style> each, with the subtle defects too "
+        "(the multi-class pressure set; default: two classic demo categories)",
+    )
+    synth.add_argument("--train", type=int, default=12, help="normal training images per category")
+    synth.add_argument("--test-good", type=int, default=4, help="normal test images per category")
+    synth.add_argument("--test-defect", type=int, default=4, help="defect test images per category")
+    synth.add_argument(
+        "--defects",
+        type=_comma_list(str),
+        default=None,
+        help="with --styles: comma-separated defect types (default: scratch,spot,stain,warp,foreign; borrowed pastes "
+        "another generated category's normal look)",
+    )
+    synth.add_argument("--seed", type=int, default=0, help="seed of every generated pixel")
     return parser
+
+
+def _synthesise(args: argparse.Namespace) -> Path:
+    from training.synthetic import DEFECT_TYPES, SUBTLE_DEFECTS, make_synthetic_dataset
+
+    counts = {"n_train": args.train, "n_test_good": args.test_good, "n_test_defect": args.test_defect}
+    if args.styles is None:
+        if args.defects:
+            raise ValueError("--defects: choose them with --styles (the classic demo set draws scratches and spots)")
+        return make_synthetic_dataset(args.out, size=args.size, seed=args.seed, **counts)
+    names = [f"gen_{style}" for style in args.styles]
+    defects = args.defects or DEFECT_TYPES + SUBTLE_DEFECTS
+    return make_synthetic_dataset(
+        args.out, names, size=args.size, seed=args.seed, styles=args.styles, defect_types=defects, **counts
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -302,7 +340,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif args.command == "ablate":
         from training.ablate import run_ablation
 
-        run_ablation(config_from_args(args), args.out, args.variants)
+        run_ablation(config_from_args(args), args.out, args.variants, galleries=not args.no_galleries)
     elif args.command == "export":
         from training.export import run_export
 
@@ -321,7 +359,5 @@ def _dispatch(args: argparse.Namespace) -> int:
         out = run_onboarding(args)
         print(f"added: {out} (next: python -m training export {out})")
     elif args.command == "synth":
-        from training.synthetic import make_synthetic_dataset
-
-        print(f"wrote: {make_synthetic_dataset(args.out, size=args.size)}")
+        print(f"wrote: {_synthesise(args)}")
     return 0

@@ -26,6 +26,8 @@ LossMode = Literal["pixel", "hard"]
 ImageScoreRule = Literal["max", "max_minus_mean", "topk_mean"]
 Device = Literal["auto", "cpu", "cuda"]
 GridMode = Literal["off", "auto"]
+FilterSite = Literal["embedding", "teacher"]
+LossTarget = Literal["point", "global", "group"]
 TeacherName = Literal["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "resnet18", "wide_resnet50_2"]
 """The names ``backbones.TEACHERS`` registers (a test keeps the two equal; this module stays free of torch)."""
 
@@ -43,6 +45,7 @@ RANGES: dict[str, Rule] = {
     "prototypes": at_least(0),
     "recall_topk": at_least(0),
     "recall_temperature": above(0),
+    "bottleneck_dropout": fraction(closed_low=True),
     "coherence_weight": at_least(0),
     "decoder_width": at_least(1),
     "hard_mining_quantile": fraction(),
@@ -122,11 +125,23 @@ class TrainConfig:
     """λ of the coherence term pulling recalled prototypes and embeddings together."""
     reseed_dead: bool = True
     """Move prototypes that nobody recalled in an epoch onto embeddings that are served worst."""
+    filter_at: FilterSite = "embedding"
+    """Where the MNP bank filters: ``embedding``, the bottleneck's output; ``teacher``, the teacher's taps fused onto
+    the embedding grid before the bottleneck (the prototypes are then teacher features, and each tap is rebuilt from
+    them at its own resolution, ``training/placement.py``)."""
+    bottleneck_dropout: float = 0.0
+    """Dinomaly's noisy bottleneck: this share of the embedding's values dropped in training only (identity in eval
+    and in the exported graph), so the student learns to restore normal features, not to copy its input. 0 = off."""
     # student decoder
     decoder_width: int = 128
     # loss and scoring
     loss: LossMode = "hard"
     """``pixel``: mean over positions of 1 − cos; ``hard``: the same with easy positions' gradient scaled down."""
+    loss_target: LossTarget = "point"
+    """What the loss compares (training only; the map is always per scale and position): ``point``, each scale's
+    position; ``global``, each scale's whole map of an image as one vector (RD4AD's official code, Dinomaly's loose
+    loss); ``group``, every scale at once (coarse ones brought to the finest grid, channels joined: Dinomaly's loose
+    grouping, so the student may trade error between scales)."""
     hard_mining_quantile: float = 0.9
     magnitude_weight: float = 0.0
     """w of the magnitude term: distance = 1 − cos + w·mean_c (t_c − s_c)²/var_c, in the loss and the map (0 = off)."""
@@ -173,6 +188,9 @@ class TrainConfig:
             check, rule = RANGES.get(f.name, (None, ""))
             if check is not None and not all(check(v) for v in _numbers(value)):
                 raise ConfigError(f.name, value, rule)
+        if self.magnitude_weight > 0 and self.loss_target != "point":
+            rule = "the magnitude term is per position: it needs loss_target='point' (or magnitude_weight=0)"
+            raise ConfigError("loss_target", self.loss_target, rule)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -227,8 +245,11 @@ class TrainConfig:
             "recall_temperature",
             "coherence_weight",
             "reseed_dead",
+            "filter_at",
+            "bottleneck_dropout",
             "decoder_width",
             "loss",
+            "loss_target",
             "magnitude_weight",
             "score",
             "score_topk",

@@ -186,6 +186,6 @@ def reseed_dead(model: PRDModel, out: Distilled) -> int:
     """``PrototypeBank.reseed_dead`` on every rank's usage summed; rank 0's vectors, sent to all."""
     bank = model.bank
     bank.usage.copy_(all_sum(bank.usage))
-    reseeded = bank.reseed_dead(out.embedding)
+    reseeded = bank.reseed_dead(out.filtered)
     broadcast_(bank.prototypes)
     return reseeded

@@ -167,7 +167,7 @@ def training_step(
     """One step's loss; ``distill`` is ``model.distill`` or, across processes, its DDP wrapper (``Distiller``)."""
     distill = distill or model.distill
     if model.bank is not None and not model.bank.initialised:
-        model.bank.seed_from(model.distill(features).embedding)
+        model.bank.seed_from(model.distill(features).filtered)
         distributed.broadcast_(model.bank.prototypes)  # seeded from rank 0's share of the first batch
     out = distill(features)
     loss = distillation_loss(
@@ -177,6 +177,7 @@ def training_step(
         quantile=config.hard_mining_quantile,
         magnitude_weight=config.magnitude_weight,
         channel_weights=model.anomaly_map.per_scale_channel_weights(),
+        target=config.loss_target,
     )
     if out.recall is not None and config.coherence_weight > 0:
         loss = loss + config.coherence_weight * coherence_loss(out.recall.best_similarity)

@@ -219,6 +219,7 @@ class _Report:
     histograms: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     rows: list[dict[str, object]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    galleries: bool = True
 
     def add(self, name: str, scored: _Scored, size: int, report_dir: Path) -> None:
         entry, details, curves = _category_report(name, scored, self.model_categories, self.fpr_limit, self.warnings)
@@ -229,7 +230,8 @@ class _Report:
         self.rows.extend(_score_rows(scored, self.model_categories))
         if scored.similarity is not None and name not in self.model_categories:
             self.warnings.append(f"{name}: not one of the model's categories {self.model_categories}")
-        _gallery(name, scored, size, report_dir / f"gallery_{name}.png")
+        if self.galleries:
+            _gallery(name, scored, size, report_dir / f"gallery_{name}.png")
 
     def metrics(self, size: int, seconds: float) -> dict:
         entries = list(self.entries.values())
@@ -279,6 +281,7 @@ def evaluate_scorer(
     model_categories: Sequence[str] | None = None,
     fpr_limit: float = 0.3,
     scoring: ScoringRule | None = None,
+    galleries: bool = True,
 ) -> dict:
     """Score every test image of ``index``, write the report folder and return what ``metrics.json`` holds.
 
@@ -295,6 +298,8 @@ def evaluate_scorer(
         fpr_limit: AUPRO integration limit.
         scoring: the bundle's or run's scoring rule (``model_store.planner``; default: every image squashed): each
             image is scored as the service scores it, ``batch_size`` images (not tiles) at a time.
+        galleries: draw ``gallery_<category>.png`` (the slowest part of a report on a few CPU cores; an ablation of
+            many variants can go without).
 
     Raises:
         EvaluationError: no test images, or the scorer's outputs have the wrong shape or are not finite.
@@ -303,7 +308,7 @@ def evaluate_scorer(
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    report = _Report(list(model_categories or index.categories), fpr_limit)
+    report = _Report(list(model_categories or index.categories), fpr_limit, galleries=galleries)
     with tqdm(total=len(index.test), desc="evaluating", unit="img", disable=not progress) as bar:
         planner = Planner(scoring or ScoringRule.squash(size), report.model_categories)
         for name in index.categories:

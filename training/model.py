@@ -21,6 +21,7 @@ from training.backbones import Teacher, build_teacher, default_taps
 from training.bottleneck import OneClassBottleneck
 from training.config import ConfigError, TrainConfig
 from training.decoder import StudentDecoder
+from training.placement import TeacherFusion
 from training.prototypes import PrototypeBank, Recall
 from training.recognition import category_similarity, pooled_descriptor
 
@@ -38,6 +39,9 @@ class Distilled(NamedTuple):
     student: list[torch.Tensor]
     embedding: torch.Tensor
     recall: Recall | None
+    filtered: torch.Tensor
+    """What the prototype bank filters, before any training noise (the embedding, or the fused teacher taps): what
+    seeds and re-seeds its prototypes."""
 
 
 class PRDModel(nn.Module):
@@ -53,11 +57,14 @@ class PRDModel(nn.Module):
         channels, strides = self.teacher.channels, self.teacher.strides
         embed_stride = config.embed_stride or max(strides)
         self.bottleneck = OneClassBottleneck(channels, strides, config.embed_dim, embed_stride)
+        self.fusion = TeacherFusion(channels, strides, embed_stride) if config.filter_at == "teacher" else None
+        bank_dim = self.fusion.dim if self.fusion is not None else config.embed_dim
         self.bank = (
-            PrototypeBank(config.prototypes, config.embed_dim, config.recall_topk, config.recall_temperature)
+            PrototypeBank(config.prototypes, bank_dim, config.recall_topk, config.recall_temperature)
             if config.prototypes > 0
             else None
         )
+        self.noise = nn.Dropout(config.bottleneck_dropout) if config.bottleneck_dropout > 0 else nn.Identity()
         self.decoder = StudentDecoder(config.embed_dim, embed_stride, channels, strides, config.decoder_width)
         banks = max(1, len(self.categories)) if config.memory_per_category else 1
         self.anomaly_map = AnomalyMap.from_config(config, channels, banks)
@@ -75,10 +82,18 @@ class PRDModel(nn.Module):
             return self.teacher.features(images)
 
     def distill(self, features: list[torch.Tensor]) -> Distilled:
+        """Bottleneck, filter and student. ``noise`` (dropout, training only) acts on the embedding, before the bank
+        when the bank filters the embedding; with ``filter_at="teacher"`` the bank filters the teacher's taps first."""
+        if self.bank is not None and self.fusion is not None:
+            fused = self.fusion.fuse(features)
+            recall = self.bank(fused)
+            embedding = self.bottleneck(self.fusion.split(recall.rebuilt, features))
+            return Distilled(self.decoder(self.noise(embedding)), embedding, recall, fused)
         embedding = self.bottleneck(features)
-        recall = self.bank(embedding) if self.bank is not None else None
-        student = self.decoder(recall.rebuilt if recall is not None else embedding)
-        return Distilled(student=student, embedding=embedding, recall=recall)
+        noisy = self.noise(embedding)
+        recall = self.bank(noisy) if self.bank is not None else None
+        student = self.decoder(recall.rebuilt if recall is not None else noisy)
+        return Distilled(student=student, embedding=embedding, recall=recall, filtered=embedding)
 
     def recognise(self, features: list[torch.Tensor]) -> torch.Tensor:
         """(N, C) similarity of each image to each known category; its argmax picks a per-category memory."""

@@ -40,6 +40,7 @@ def evaluate_run(
     onnx_path: Path | None = None,
     device: str = "auto",
     progress: bool = True,
+    galleries: bool = True,
 ) -> dict:
     run_dir = Path(run_dir)
     target = torch.device("cpu") if onnx_path else resolve_device(device)
@@ -56,6 +57,7 @@ def evaluate_run(
         progress=progress,
         model_categories=model.categories,
         scoring=model.config.scoring,
+        galleries=galleries,
     )
     metrics["report_dir"] = str(report_dir)
     metrics["scored_with"] = str(onnx_path) if onnx_path else f"pytorch ({target})"

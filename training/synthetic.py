@@ -7,6 +7,12 @@ defect's mask is drawn with the same primitive, so masks are exact. ``defect_are
 covers a chosen fraction of the image (0.1–1 % at 1024² is MVTec screw's range), scratches a few pixels thin, so a
 photo squashed to the graph's size loses them and one cut at its native resolution keeps them. Everything derives
 from ``seed`` and the category name: same arguments, byte-identical files.
+
+Multi-class pressure (``styles=``, ``python -m training synth --styles``): more looks (``training/textures.py``:
+weave, brushed metal, dot lattice, cells, rings), each with its own palette and scale drawn from the category name,
+and the subtle defects a multi-class student could learn to copy (``SUBTLE_DEFECTS``): a faint stain, a local warp
+of the texture, and a patch of another category's normal texture (``foreign``) — normal elsewhere, so a student
+that reconstructs every category's normal look reconstructs it too.
 """
 
 from __future__ import annotations
@@ -18,7 +24,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from training.textures import Draw, style_for, subtle_defect
+
 DEFECT_TYPES = ("scratch", "spot")
+SUBTLE_DEFECTS = ("stain", "warp", "foreign")
+"""Low-contrast defects (``training/textures.py``) for the multi-class pressure set."""
+BORROWED = "borrowed"
+"""A disc of another generated category's normal look (``textures.subtle_defect``); needs ``styles=``."""
 SIZE = 64
 """Default short side of the generated images, for ``make_synthetic_dataset`` and ``python -m training synth``."""
 
@@ -70,13 +82,14 @@ def _add_defect(
     rng: np.random.Generator,
     image: np.ndarray,
     defect_type: str,
+    neighbours: Sequence[Draw] = (),
     area: tuple[float, float] | None = None,
     contrast: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draw one defect into a copy of ``image``; return (image, 0/255 mask of the same height and width).
 
-    ``area``: the defect covers a fraction of the image drawn from this range, at ``contrast`` (``_small_defect``);
-    None: the default sizes, relative to the short side."""
+    ``neighbours``: the other categories' looks (``borrowed``). ``area``: the defect covers a fraction of the image
+    drawn from this range, at ``contrast`` (``_small_defect``); None: the default sizes, relative to the short side."""
     if area is not None:
         return _small_defect(rng, image, defect_type, area, contrast)
     image = np.ascontiguousarray(image.copy())
@@ -99,8 +112,10 @@ def _add_defect(
         angle = float(rng.uniform(0.0, 180.0))
         cv2.ellipse(image, centre, axes, angle, 0, 360, colour, -1)
         cv2.ellipse(mask, centre, axes, angle, 0, 360, 255, -1)
+    elif defect_type in (*SUBTLE_DEFECTS, BORROWED):
+        return subtle_defect(rng, image, defect_type, neighbours)
     else:
-        raise ValueError(f"unknown defect type {defect_type!r}; expected one of {list(DEFECT_TYPES)}")
+        raise ValueError(f"unknown defect type {defect_type!r}; expected one of {list(DEFECT_TYPES + SUBTLE_DEFECTS)}")
     return image, mask
 
 
@@ -162,15 +177,18 @@ def make_synthetic_dataset(
     n_validation: int = 0,
     defect_area: tuple[float, float] | None = None,
     defect_contrast: float = 1.0,
+    styles: Sequence[str] | None = None,
+    defect_types: Sequence[str] = DEFECT_TYPES,
 ) -> Path:
     """Write a small MVTec-layout dataset under ``root`` and return ``root``.
 
     Args:
         root: folder to write into (created; existing category folders are overwritten file by file).
-        categories: category names; the i-th gets the i-th texture style, cycling (stripes, blobs, grid).
+        categories: category names; the i-th gets the i-th texture style, cycling (stripes, blobs, grid), unless
+            ``styles`` names them.
         n_train: normal training images per category.
         n_test_good: normal test images per category.
-        n_test_defect: defect test images per category, alternating scratch and spot.
+        n_test_defect: defect test images per category, cycling through ``defect_types``.
         size: base side in pixels (blobs are 1.5× taller, grids 1.25× wider: the loader must squash them).
         seed: all randomness derives from it and the category name.
         n_validation: normal ``validation/good`` images per category (none by default).
@@ -178,22 +196,39 @@ def make_synthetic_dataset(
             (0.001, 0.01) at ``size`` 1024 (``_small_defect``); None: the default defects.
         defect_contrast: with ``defect_area``, how far (0..1] a defect's pixels move from the texture towards
             near-black or near-white; lower is fainter.
+        styles: one ``textures.STYLES`` name per category: that look, with palette and scale drawn from the
+            category name (the pressure set); None: the three classic looks, cycling.
+        defect_types: the defects drawn, in turn (``DEFECT_TYPES``, ``SUBTLE_DEFECTS`` and, with ``styles``,
+            ``BORROWED``).
     """
     if not 0 < defect_contrast <= 1:
         raise ValueError(f"defect_contrast must lie in (0, 1], got {defect_contrast}")
     if defect_area is not None and not 0 < defect_area[0] <= defect_area[1] < 1:
         raise ValueError(f"defect_area must be fractions 0 < low <= high < 1, got {defect_area}")
     root = Path(root)
+    if styles is not None and len(styles) != len(categories):
+        raise ValueError(f"styles: {len(styles)} styles for {len(categories)} categories; give one per category")
+    known = (*DEFECT_TYPES, *SUBTLE_DEFECTS, BORROWED)
+    unknown = sorted(set(defect_types) - set(known))
+    if unknown or not defect_types:
+        raise ValueError(f"defect_types: unknown {unknown}; expected some of {list(known)}")
+    looks = [
+        _STYLES[index % len(_STYLES)]
+        if styles is None
+        else style_for(styles[index], np.random.default_rng([seed, zlib.crc32(name.encode()), 1]))  # palette, scale
+        for index, name in enumerate(categories)
+    ]
     for index, name in enumerate(categories):
-        style = _STYLES[index % len(_STYLES)]
+        style = looks[index]
+        neighbours = looks[:index] + looks[index + 1 :] if styles is not None else ()  # what ``borrowed`` draws from
         rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
         category = root / name
         for split, count in (("train", n_train), ("validation", n_validation), ("test", n_test_good)):
             for i in range(count):
                 _write_png(category / split / "good" / f"{i:03d}.png", style(rng, size))
         for i in range(n_test_defect):
-            defect_type = DEFECT_TYPES[i % len(DEFECT_TYPES)]
-            image, mask = _add_defect(rng, style(rng, size), defect_type, defect_area, defect_contrast)
+            defect_type = defect_types[i % len(defect_types)]
+            image, mask = _add_defect(rng, style(rng, size), defect_type, neighbours, defect_area, defect_contrast)
             _write_png(category / "test" / defect_type / f"{i:03d}.png", image)
             _write_png(category / "ground_truth" / defect_type / f"{i:03d}_mask.png", mask)
     return root

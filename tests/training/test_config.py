@@ -10,7 +10,16 @@ from typing import get_args
 
 import pytest
 
-from training.config import ConfigError, Device, ImageScoreRule, LossMode, TeacherName, TrainConfig
+from training.config import (
+    ConfigError,
+    Device,
+    FilterSite,
+    ImageScoreRule,
+    LossMode,
+    LossTarget,
+    TeacherName,
+    TrainConfig,
+)
 
 
 @pytest.mark.parametrize(
@@ -20,6 +29,8 @@ from training.config import ConfigError, Device, ImageScoreRule, LossMode, Teach
         ("score", "mean", get_args(ImageScoreRule)),
         ("device", "gpu", get_args(Device)),
         ("teacher", "resnet50", get_args(TeacherName)),
+        ("filter_at", "decoder", get_args(FilterSite)),
+        ("loss_target", "pointwise", get_args(LossTarget)),
     ],
 )
 def test_a_choice_outside_its_literal_is_refused_naming_knob_value_and_choices(
@@ -48,6 +59,8 @@ def test_a_choice_outside_its_literal_is_refused_naming_knob_value_and_choices(
         ("betas", (0.5, 1.5), "[0, 1)"),
         ("max_minutes", -1.0, "at least 0"),
         ("memory_weight", -2.0, "at least 0"),
+        ("bottleneck_dropout", 1.0, "[0, 1)"),
+        ("bottleneck_dropout", -0.1, "[0, 1)"),
     ],
 )
 def test_a_number_outside_its_range_is_refused_naming_the_knob(knob: str, value: object, rule: str) -> None:
@@ -70,6 +83,14 @@ def test_edge_values_that_mean_off_or_none_are_accepted() -> None:
         holdout_fraction=0.0, prototypes=0, recall_topk=0, memory_entries=0, max_minutes=0, memory_weight=2
     )
     assert (config.prototypes, config.memory_entries, config.memory_weight) == (0, 0, 2)
+
+
+@pytest.mark.parametrize("target", ["global", "group"])
+def test_a_loose_loss_target_refuses_the_per_position_magnitude_term(target: str) -> None:
+    with pytest.raises(ConfigError, match="loss_target") as caught:
+        TrainConfig(loss_target=target, magnitude_weight=0.5)
+    assert "magnitude" in str(caught.value)
+    assert TrainConfig(loss_target=target).magnitude_weight == 0.0
 
 
 def test_a_config_cannot_be_changed_after_it_was_checked() -> None:

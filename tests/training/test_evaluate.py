@@ -57,6 +57,22 @@ def test_report_folder_holds_every_file_a_reader_needs(report: tuple[Path, dict]
     assert "| texture_a |" in (folder / "metrics.md").read_text()
 
 
+def test_a_report_without_galleries_has_the_same_metrics_and_every_other_file(
+    index: DatasetIndex, report: tuple[Path, dict], tmp_path: Path
+) -> None:
+    _, full = report
+    lean = evaluate_scorer(brightness_scorer, index, SIZE, tmp_path, batch_size=3, progress=False, galleries=False)
+    assert {p.name for p in tmp_path.iterdir()} == {
+        "metrics.json",
+        "metrics.md",
+        "scores.csv",
+        "README.md",
+        "curves.png",
+        "histograms.png",
+    }
+    assert lean["categories"] == full["categories"] and lean["mean"] == full["mean"]
+
+
 def test_metrics_json_follows_the_issue_schema(report: tuple[Path, dict]) -> None:
     folder, returned = report
     written = json.loads((folder / "metrics.json").read_text())

@@ -76,7 +76,12 @@ def _training_loss(model: PRDModel, features: list[torch.Tensor]) -> torch.Tenso
     distilled = model.distill(features)
     config = model.config
     loss = distillation_loss(
-        features, distilled.student, config.loss, config.hard_mining_quantile, config.magnitude_weight
+        features,
+        distilled.student,
+        config.loss,
+        config.hard_mining_quantile,
+        config.magnitude_weight,
+        config.loss_target,
     )
     if distilled.recall is not None:
         loss = loss + model.config.coherence_weight * coherence_loss(distilled.recall.best_similarity)
