@@ -26,6 +26,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -33,7 +34,6 @@ import numpy as np
 
 from service.errors import InferenceFailed, QueueFull, ShuttingDown
 from service.metrics import ServiceMetrics
-from service.priority import compute_pool
 
 logger = logging.getLogger("service.batching")
 
@@ -102,7 +102,6 @@ class MicroBatcher:
         queue_limit: int,
         metrics: ServiceMetrics,
         max_queue_wait_s: float | None = None,
-        compute_nice: int = 0,
     ) -> None:
         self.max_batch_size = max_batch_size
         self.max_queue_wait_s = max_queue_wait_s
@@ -111,7 +110,7 @@ class MicroBatcher:
         self._metrics = metrics
         self._queue: deque[_Item] = deque()
         self._wakeup = asyncio.Event()
-        self._executor = compute_pool(1, "prd-inference", compute_nice)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prd-inference")
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._seconds_per_image = 0.0

@@ -74,13 +74,6 @@ class Settings(BaseSettings):
         False,
         description="Let ONNX Runtime threads spin between runs (burns CPU the HTTP layer needs; off by default).",
     )
-    compute_nice: int = Field(
-        10,
-        ge=0,
-        le=19,
-        description="Nice value added to the inference and decode threads (Linux), so the event loop that admits, "
-        "refuses and answers health checks runs first when the cores are full; 0: same priority.",
-    )
     warmup_runs: int = Field(2, ge=0, description="Runs at batch 1 and at max batch before the model is ready.")
 
     api_keys: SecretStr = Field(SecretStr(""), description="Comma-separated keys for X-API-Key; empty: no auth.")

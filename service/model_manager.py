@@ -1,9 +1,8 @@
 """Which model is in service: first load, hot reload (``POST /models/reload``, SIGHUP) and readiness.
 
-A reload builds the new model completely — bundle checks, session, warm-up — in a worker thread (at the compute
-threads' lower priority, ``service.priority``) while the old one keeps serving, then swaps one reference. Requests
-hold the model they started with (the batcher never mixes models in one batch), so in-flight requests finish on
-the old session, which is freed when the last one is done.
+A reload builds the new model completely — bundle checks, session, warm-up — in a worker thread while the old
+one keeps serving, then swaps one reference. Requests hold the model they started with (the batcher never mixes
+models in one batch), so in-flight requests finish on the old session, which is freed when the last one is done.
 A bundle that cannot be served — refused by its checks, a version folder whose manifest names another version,
 unreadable files, a session or warm-up that fails — leaves the current model in place and says why: at start-up
 ``/readyz`` stays 503 with the reason (paths relative to the store, since anyone may read it), on reload a 409.
@@ -20,7 +19,6 @@ from model_store.bundle import Bundle, BundleError, load_bundle
 from service.config import Settings
 from service.errors import ModelUnavailable, NotReady
 from service.metrics import ServiceMetrics
-from service.priority import compute_pool
 from service.runtime import OnnxModel, open_model
 
 logger = logging.getLogger("service.model_manager")
@@ -54,17 +52,8 @@ class ModelManager:
             raise NotReady(self.not_ready_reason, headers={"Retry-After": "5"})
         return model
 
-    async def _off_loop(self, build: Callable[[str], OnnxModel], version: str) -> OnnxModel:
-        """Run ``build`` on a thread of its own at the compute priority (``service.priority``): the session's
-        intra-op threads, started by it, inherit that priority; the thread ends with the load."""
-        pool = compute_pool(1, "prd-load", self._settings.compute_nice)
-        try:
-            return await asyncio.get_running_loop().run_in_executor(pool, build, version)
-        finally:
-            pool.shutdown(wait=False)
-
     def _build(self, version: str) -> OnnxModel:
-        """Blocking: verify bundle, open session, warm up (runs in a worker thread, ``_off_loop``)."""
+        """Blocking: verify bundle, open session, warm up (runs in a worker thread)."""
         settings = self._settings
         bundle = load_bundle(settings.model_store, settings.model_name, version)
         if bundle.directory.name != str(bundle.manifest.version):
@@ -86,7 +75,7 @@ class ModelManager:
         async with self._lock:
             previous = self.current
             try:
-                model = await self._off_loop(self._build, wanted)
+                model = await asyncio.to_thread(self._build, wanted)
             except Exception as exc:  # BundleError, OSError, an ONNX Runtime error in warm-up: all "cannot serve"
                 reason = str(exc) if isinstance(exc, BundleError) else f"{exc.__class__.__name__}: {exc}"
                 if not isinstance(exc, BundleError):

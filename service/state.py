@@ -22,7 +22,6 @@ from service.config import Settings
 from service.errors import NotReady, ShuttingDown, Unauthorized
 from service.metrics import ServiceMetrics
 from service.model_manager import ModelManager
-from service.priority import compute_pool
 from service.runtime import OnnxModel
 from service.scoring import Scorer
 
@@ -78,10 +77,9 @@ class ServiceState:
             queue_limit=settings.queue_limit,
             metrics=self.metrics,
             max_queue_wait_s=settings.max_queue_wait_s,
-            compute_nice=settings.compute_nice,
         )
         self.batcher.start()
-        self.pool = compute_pool(settings.decode_threads, "prd-decode", settings.compute_nice)
+        self.pool = ThreadPoolExecutor(max_workers=settings.decode_threads, thread_name_prefix="prd-decode")
         self.scorer = Scorer(
             self.batcher,
             self.pool,
