@@ -16,7 +16,8 @@ from tests.research.probes import load_probe  # noqa: E402
 from training.memory import PatchMemory  # noqa: E402
 
 pytestmark = [pytest.mark.torch, pytest.mark.filterwarnings("ignore::DeprecationWarning")]  # the legacy exporter
-cut_memory = load_probe("int8_probe").cut_memory
+probe = load_probe("int8_probe")
+cut_memory = probe.cut_memory
 
 
 class _Map(nn.Module):
@@ -63,3 +64,43 @@ def test_cut_memory_scores_as_the_memory_of_its_first_entries(tmp_path: Path, ke
         full = _memory(entries)([*inputs], bank).numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
     assert (got >= full - 1e-4).all() and not np.allclose(got, full)  # fewer entries: no nearer neighbour
+
+
+def test_pq_of_at_most_256_distinct_rows_is_exact() -> None:
+    rng = np.random.default_rng(0)
+    distinct = rng.standard_normal((200, 12)).astype(np.float32)
+    entries = distinct[rng.integers(0, 200, size=1000)]
+    np.testing.assert_array_equal(probe.pq_reconstruct(entries, 3), entries)
+
+
+def test_pq_reconstruction_uses_at_most_256_codes_per_subspace_and_loses_less_with_more() -> None:
+    entries = np.random.default_rng(1).standard_normal((1024, 8)).astype(np.float32)
+    errors = []
+    for subspaces in (2, 4):
+        rebuilt = probe.pq_reconstruct(entries, subspaces)
+        width = 8 // subspaces
+        for s in range(subspaces):
+            assert len(np.unique(rebuilt[:, s * width : (s + 1) * width], axis=0)) <= 256
+        errors.append(float(((rebuilt - entries) ** 2).sum()))
+    assert 0 < errors[1] < errors[0]
+    np.testing.assert_array_equal(probe.pq_reconstruct(entries, 4), probe.pq_reconstruct(entries, 4))  # seeded
+
+
+def test_pq_memory_scores_as_the_memory_of_the_reconstructed_entries(tmp_path: Path) -> None:
+    generator = torch.Generator().manual_seed(0)
+    entries = torch.randn(2, 2048, 6, generator=generator)
+    inputs = (torch.randn(2, 2, 8, 8, generator=generator), torch.randn(2, 4, 4, 4, generator=generator))
+    bank = torch.tensor([1, 0])
+    graph = tmp_path / "memory.onnx"
+    torch.onnx.export(
+        _Model(_memory(entries)), (*inputs, bank), str(graph), input_names=["fine", "coarse", "bank"], dynamo=False
+    )
+    quantised = probe.pq_memory(graph, 3, tmp_path / "pq3.onnx")
+    feed = {"fine": inputs[0].numpy(), "coarse": inputs[1].numpy(), "bank": bank.numpy()}
+    [got] = onnxruntime.InferenceSession(str(quantised), providers=["CPUExecutionProvider"]).run(None, feed)
+    rebuilt = torch.from_numpy(np.stack([probe.pq_reconstruct(b, 3) for b in entries.numpy()]))
+    with torch.no_grad():
+        expected = _memory(rebuilt)([*inputs], bank).numpy()
+        full = _memory(entries)([*inputs], bank).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    assert not np.allclose(got, full)
