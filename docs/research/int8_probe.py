@@ -180,6 +180,7 @@ def main() -> None:
     parser.add_argument("--int8", dest="int8_bundle", type=Path, required=True, help="its int8 bundle folder")
     parser.add_argument("--entries", default="", help="comma-separated memory sizes K to cut both graphs to")
     parser.add_argument("--pq", default="", help="comma-separated PQ subspace counts M to quantise the memory to")
+    parser.add_argument("--pq-seed", type=int, default=0, help="k-means seed for --pq (default: 0)")
     parser.add_argument("--cut-int8-only", action="store_true", help="cut (or --pq) only the int8 graph's memory")
     parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads (default: 2)")
     parser.add_argument("--rounds", type=int, default=7, help="alternating timing rounds (default: 7)")
@@ -196,7 +197,7 @@ def main() -> None:
             paths[f"{kind}, memory {k}"] = cut_memory(paths[kind], k, args.out / f"{kind}_memory{k}.onnx")
     for m in [int(x) for x in args.pq.split(",") if x]:
         for kind in ("int8",) if args.cut_int8_only else ("fp32", "int8"):
-            paths[f"{kind}, PQ {m}"] = pq_memory(paths[kind], m, args.out / f"{kind}_pq{m}.onnx")
+            paths[f"{kind}, PQ {m}"] = pq_memory(paths[kind], m, args.out / f"{kind}_pq{m}.onnx", args.pq_seed)
     index = discover([args.data], manifests["fp32"].categories)
     files = [s.path for c in index.categories for s in index.samples("test", c)[:4]]
     batch = OnnxScorer(paths["fp32"]).load_files(files[:16])
