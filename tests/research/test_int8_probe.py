@@ -46,19 +46,32 @@ def _memory(entries: torch.Tensor) -> PatchMemory:
     return memory
 
 
-@pytest.mark.parametrize("kept", [1024, 1500, 2048])
-def test_cut_memory_scores_as_the_memory_of_its_first_entries(tmp_path: Path, kept: int) -> None:
+Inputs = tuple[torch.Tensor, torch.Tensor]
+
+
+def _exported_memory(tmp_path: Path, entries_per_bank: int) -> tuple[torch.Tensor, Inputs, torch.Tensor, Path]:
+    """Two banks of random entries exported as ``PRDModel`` exports its memory; (entries, inputs, bank, graph)."""
     generator = torch.Generator().manual_seed(0)
-    entries = torch.randn(2, 3072, 6, generator=generator)
+    entries = torch.randn(2, entries_per_bank, 6, generator=generator)
     inputs = (torch.randn(2, 2, 8, 8, generator=generator), torch.randn(2, 4, 4, 4, generator=generator))
     bank = torch.tensor([1, 0])
     graph = tmp_path / "memory.onnx"
     torch.onnx.export(
         _Model(_memory(entries)), (*inputs, bank), str(graph), input_names=["fine", "coarse", "bank"], dynamo=False
     )
-    cut = cut_memory(graph, kept, tmp_path / f"cut{kept}.onnx")
+    return entries, inputs, bank, graph
+
+
+def _run(graph: Path, inputs: Inputs, bank: torch.Tensor) -> np.ndarray:
     feed = {"fine": inputs[0].numpy(), "coarse": inputs[1].numpy(), "bank": bank.numpy()}
-    [got] = onnxruntime.InferenceSession(str(cut), providers=["CPUExecutionProvider"]).run(None, feed)
+    [distances] = onnxruntime.InferenceSession(str(graph), providers=["CPUExecutionProvider"]).run(None, feed)
+    return distances
+
+
+@pytest.mark.parametrize("kept", [1024, 1500, 2048])
+def test_cut_memory_scores_as_the_memory_of_its_first_entries(tmp_path: Path, kept: int) -> None:
+    entries, inputs, bank, graph = _exported_memory(tmp_path, 3072)
+    got = _run(cut_memory(graph, kept, tmp_path / f"cut{kept}.onnx"), inputs, bank)
     with torch.no_grad():
         expected = _memory(entries[:, :kept].contiguous())([*inputs], bank).numpy()
         full = _memory(entries)([*inputs], bank).numpy()
@@ -87,17 +100,8 @@ def test_pq_reconstruction_uses_at_most_256_codes_per_subspace_and_loses_less_wi
 
 
 def test_pq_memory_scores_as_the_memory_of_the_reconstructed_entries(tmp_path: Path) -> None:
-    generator = torch.Generator().manual_seed(0)
-    entries = torch.randn(2, 2048, 6, generator=generator)
-    inputs = (torch.randn(2, 2, 8, 8, generator=generator), torch.randn(2, 4, 4, 4, generator=generator))
-    bank = torch.tensor([1, 0])
-    graph = tmp_path / "memory.onnx"
-    torch.onnx.export(
-        _Model(_memory(entries)), (*inputs, bank), str(graph), input_names=["fine", "coarse", "bank"], dynamo=False
-    )
-    quantised = probe.pq_memory(graph, 3, tmp_path / "pq3.onnx")
-    feed = {"fine": inputs[0].numpy(), "coarse": inputs[1].numpy(), "bank": bank.numpy()}
-    [got] = onnxruntime.InferenceSession(str(quantised), providers=["CPUExecutionProvider"]).run(None, feed)
+    entries, inputs, bank, graph = _exported_memory(tmp_path, 2048)
+    got = _run(probe.pq_memory(graph, 3, tmp_path / "pq3.onnx"), inputs, bank)
     rebuilt = torch.from_numpy(np.stack([probe.pq_reconstruct(b, 3) for b in entries.numpy()]))
     with torch.no_grad():
         expected = _memory(rebuilt)([*inputs], bank).numpy()
