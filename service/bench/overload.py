@@ -5,7 +5,8 @@ start ``python -m service`` from that tree, measure its capacity (closed loop, 8
 filled, yet under the default wait deadline, so nothing is refused), then offer ``--factor`` × the first tree's
 capacity open loop (a new connection per request, sent on schedule whatever the answers) for ``--seconds``, and
 print: offered, accepted (200), answered (any status), refused (503) with their latency, accepted p50/p99, goodput
-(images answered 200 per second of the offering window, and its share of capacity) and the server's peak RSS.
+(images answered 200 per second of the offering window, and its share of capacity), the server's peak RSS, and the
+CPU seconds the server and this client used meanwhile (on one machine the client's share is not the server's).
 ``--memory`` then sends, to a fresh server of each tree, one 7000² 16-bit RGBA PNG, the largest request the
 defaults allow (16-bit RGBA, ``--memory-pixels`` in all) and 16 × 7000² 8-bit PNGs, and prints status, seconds and
 peak RSS growth.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -28,6 +30,12 @@ from service.bench.load import _read_response, multipart_request, run_load
 from service.bench.server import HOST, service_process
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _rss_mb(pid: int, field: str) -> float:
@@ -160,8 +168,16 @@ def main() -> None:
                 f"offering {rate:.1f}/s for {args.seconds:g} s",
                 flush=True,
             )
-            answers, _ = asyncio.run(_open_loop(port, request, rate, args.seconds))
+            cpu = (_cpu_s(pid), _cpu_s(os.getpid()))
+            answers, elapsed = asyncio.run(_open_loop(port, request, rate, args.seconds))
+            server_cpu, client_cpu = _cpu_s(pid) - cpu[0], _cpu_s(os.getpid()) - cpu[1]
             print(_overload_line(name, answers, args.seconds, capacity, basis, _rss_mb(pid, "VmHWM")), flush=True)
+            print(
+                f"{name}: CPU while offering ({elapsed:.0f} s, answers included): server {server_cpu:.0f} s, "
+                f"this client {client_cpu:.0f} s ({100 * client_cpu / (elapsed * (os.cpu_count() or 1)):.0f} % of "
+                f"the machine's {os.cpu_count()} cores)",
+                flush=True,
+            )
     if args.memory:
         _memory(trees, env, args.log.resolve(), args.memory_pixels)
 
