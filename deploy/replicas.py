@@ -306,7 +306,7 @@ def _bench(args: argparse.Namespace) -> None:
 
     for count in args.replicas:
         threads = args.threads or max(1, cores // count)
-        settings = {"PRD_MODEL_NAME": args.name, "PRD_INTRA_OP_THREADS": str(threads)}
+        settings = {"PRD_MODEL_NAME": args.name, "PRD_INFERENCE_WORKERS": "1", "PRD_INTRA_OP_THREADS": str(threads)}
         with Replicas(args.store, count, args.workdir / f"{count}", settings, haproxy).start() as replicas:
             if count == 1:
                 print(f"1 scorer, direct (no HAProxy), {threads} ORT threads: {measure(replicas.replica_url(0))}")

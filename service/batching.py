@@ -4,8 +4,10 @@ Knobs (BentoML's names): batch size (``max_batch_size``) and batch window (``bat
 oldest waiting image waits for company — Triton's ``max_queue_delay``). A batch is flushed when it is full, when
 its window has passed, or when no other image is on its way (requests announce their images with ``announce``
 while their upload is read and decoded), whichever comes first: a lone request is not held for company that is not
-coming. While one batch runs (in a dedicated thread, off the event loop), new images queue up and leave together
-as soon as it returns, so under load batches fill by themselves.
+coming. Batches run in ``workers`` inference threads, off the event loop; while they are all busy, new images queue
+up and leave together as soon as one returns, so under load batches fill by themselves. When several workers are
+free, the waiting images are shared out between them (a lone request's tiles run side by side); a lone image with
+every worker idle runs ``alone`` (it holds every worker, and the model may give it every core).
 
 Guarantees: admission is decided once per request on its whole work (``reserve``: every graph input it may
 submit, second pass included), against two bounds: ``queue_limit`` inputs queued or reserved, and
@@ -39,7 +41,9 @@ logger = logging.getLogger("service.batching")
 
 
 class Predictor(Protocol):
-    def predict(self, batch: np.ndarray) -> Sequence[Any]: ...
+    def predict(self, batch: np.ndarray, alone: bool = False) -> Sequence[Any]:
+        """One run; ``alone``: no other run is in progress or starts before it returns."""
+        ...
 
 
 @dataclass(eq=False)
@@ -92,7 +96,7 @@ class Reservation:
 
 
 class MicroBatcher:
-    """Bounded queue + one batching loop + one inference thread."""
+    """Bounded queue + one batching loop + ``workers`` inference threads (one batch each at a time)."""
 
     def __init__(
         self,
@@ -102,18 +106,23 @@ class MicroBatcher:
         queue_limit: int,
         metrics: ServiceMetrics,
         max_queue_wait_s: float | None = None,
+        workers: int = 1,
     ) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
         self.max_batch_size = max_batch_size
+        self.workers = workers
         self.max_queue_wait_s = max_queue_wait_s
         self.batch_window_s = batch_window_s
         self.queue_limit = queue_limit
         self._metrics = metrics
         self._queue: deque[_Item] = deque()
         self._wakeup = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prd-inference")
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prd-inference")
         self._task: asyncio.Task[None] | None = None
+        self._runs: dict[asyncio.Task[None], int] = {}  # running batches and the workers each holds
         self._stopping = False
-        self._seconds_per_image = 0.0
+        self._seconds_per_image = 0.0  # recent inference time per graph input, every worker at work
         self._on_way = 0
         self._reserved = 0
         self._running = 0
@@ -158,7 +167,7 @@ class MicroBatcher:
 
     def estimated_wait_s(self, n_inputs: int = 0) -> float:
         """Seconds until the work queued, reserved and running and ``n_inputs`` more are through inference, at the
-        recent time per input (0 before any batch has run)."""
+        recent time per input with every worker at work (0 before any batch has run)."""
         return (self.load + self._running + n_inputs) * self._seconds_per_image
 
     def retry_after_s(self) -> int:
@@ -218,15 +227,46 @@ class MicroBatcher:
         return list(outcomes)
 
     async def _loop(self) -> None:
-        while True:
-            batch = await self._collect()
-            if batch is None:
-                return
-            if batch:
-                await self._run(batch)
+        """Form a batch whenever a worker is free; on the way out, let the batches running finish (or, cancelled
+        by the drain timeout, fail them)."""
+        try:
+            while True:
+                await self._until_worker_free()
+                collected = await self._collect()
+                if collected is None:
+                    break
+                if collected[0]:
+                    self._dispatch(*collected)
+            while self._runs:
+                await asyncio.wait(set(self._runs))
+        except asyncio.CancelledError:
+            for run in self._runs:
+                run.cancel()
+            await asyncio.gather(*self._runs, return_exceptions=True)
+            raise
 
-    async def _collect(self) -> list[_Item] | None:
-        """Wait for a full batch, the oldest image's window or an empty road; ``None`` once stopping and empty."""
+    @property
+    def _free(self) -> int:
+        return self.workers - sum(self._runs.values())
+
+    async def _until_worker_free(self) -> None:
+        while self._free <= 0:
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+    def _dispatch(self, batch: list[_Item], alone: bool) -> None:
+        run = asyncio.get_running_loop().create_task(self._run(batch, alone), name="prd-batch")
+        self._runs[run] = self.workers if alone else 1
+        run.add_done_callback(self._run_done)
+
+    def _run_done(self, run: asyncio.Task[None]) -> None:
+        self._runs.pop(run, None)
+        self._wakeup.set()
+
+    async def _collect(self) -> tuple[list[_Item], bool] | None:
+        """Wait for a full batch, the oldest image's window or an empty road, then take this worker's share of the
+        waiting images, and whether it runs alone (one image, every worker idle); ``None`` once stopping and
+        empty."""
         while not self._queue:
             if self._stopping:
                 return None
@@ -243,27 +283,31 @@ class MicroBatcher:
                 await asyncio.wait_for(self._wakeup.wait(), remaining)
             except asyncio.TimeoutError:
                 break
-        return self._take(head.model)
+        free = self._free
+        ready = self._ready(head.model, self.max_batch_size * free)
+        alone = self.workers > 1 and free == self.workers and ready == 1
+        return self._take(head.model, max(1, min(self.max_batch_size, math.ceil(ready / free)))), alone
 
-    def _ready(self, model: Predictor) -> int:
-        """Live images for ``model`` at the head of the queue, counted up to the batch size."""
+    def _ready(self, model: Predictor, up_to: int | None = None) -> int:
+        """Live images for ``model`` at the head of the queue, counted up to ``up_to`` (default the batch size)."""
+        limit = self.max_batch_size if up_to is None else up_to
         count = 0
         for item in self._queue:
-            if item.model is not model or count >= self.max_batch_size:
+            if item.model is not model or count >= limit:
                 break
             count += 0 if item.future.done() else 1
         return count
 
-    def _take(self, model: Predictor) -> list[_Item]:
+    def _take(self, model: Predictor, size: int) -> list[_Item]:
         batch: list[_Item] = []
-        while self._queue and len(batch) < self.max_batch_size and self._queue[0].model is model:
+        while self._queue and len(batch) < size and self._queue[0].model is model:
             item = self._queue.popleft()
             if not item.future.done():  # cancelled: the client is gone, do not spend inference on it
                 batch.append(item)
         self._metrics.queue_depth.set(len(self._queue))
         return batch
 
-    async def _run(self, batch: list[_Item]) -> None:
+    async def _run(self, batch: list[_Item], alone: bool) -> None:
         now = time.perf_counter()
         for item in batch:
             self._metrics.queue_wait.observe(now - item.enqueued)
@@ -271,10 +315,10 @@ class MicroBatcher:
         model = batch[0].model
         loop = asyncio.get_running_loop()
         start = time.perf_counter()
-        self._running = len(batch)
+        self._running += len(batch)
         try:
             stacked = np.stack([item.image for item in batch])
-            predictions = await loop.run_in_executor(self._executor, model.predict, stacked)
+            predictions = await loop.run_in_executor(self._executor, model.predict, stacked, alone)
             if len(predictions) != len(batch):
                 raise RuntimeError(f"model returned {len(predictions)} predictions for {len(batch)} images")
         except asyncio.CancelledError:  # drain timeout: nobody will deliver this batch's results
@@ -285,10 +329,12 @@ class MicroBatcher:
             _fail(batch, InferenceFailed(f"inference failed for a batch of {len(batch)} images: {exc}"))
             return
         finally:
-            self._running = 0
+            self._running -= len(batch)
         elapsed = time.perf_counter() - start
         self._metrics.inference.observe(elapsed)
-        self._seconds_per_image = 0.8 * self._seconds_per_image + 0.2 * elapsed / len(batch)
+        per_input = elapsed / len(batch) / (1 if alone else self.workers)  # with every worker at work
+        recent = self._seconds_per_image
+        self._seconds_per_image = per_input if recent == 0 else 0.8 * recent + 0.2 * per_input
         for item, prediction in zip(batch, predictions, strict=True):
             if not item.future.done():
                 item.future.set_result(prediction)

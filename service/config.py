@@ -40,7 +40,12 @@ class Settings(BaseSettings):
     log_level: str = Field("info", pattern=r"^(critical|error|warning|info|debug)$")
     access_log: bool = True
 
-    max_batch_size: int = Field(MAX_BATCH_SIZE, ge=1, le=1024, description="Images per ONNX Runtime run, at most.")
+    max_batch_size: int = Field(
+        MAX_BATCH_SIZE,
+        ge=1,
+        le=1024,
+        description="Graph inputs in inference at once; each of several inference workers takes its share per run.",
+    )
     batch_window_ms: float = Field(
         BATCH_WINDOW_MS, ge=0, le=10_000, description="Longest wait of the oldest image for company."
     )
@@ -68,7 +73,18 @@ class Settings(BaseSettings):
 
     providers: str = Field(DEFAULT_PROVIDERS, description="ONNX Runtime execution providers, in preference order.")
     cuda_device_id: int = Field(0, ge=0)
-    intra_op_threads: int = Field(0, ge=0, description="0 lets ONNX Runtime choose (one per physical core).")
+    inference_workers: int = Field(
+        0,
+        ge=0,
+        description="ONNX Runtime runs at once, each on a session of its own; 0: two on CPU (each with half the "
+        "cores: a thread the HTTP layer preempts stalls only its own run), one on a GPU.",
+    )
+    intra_op_threads: int = Field(
+        0,
+        ge=0,
+        description="Threads per inference worker; 0: the cores shared out between several CPU workers, else "
+        "ONNX Runtime's choice (one per physical core).",
+    )
     inter_op_threads: int = Field(0, ge=0)
     intra_op_spinning: bool = Field(
         False,

@@ -66,7 +66,7 @@ class ModelManager:
         if current is not None and _same_bundle(current.bundle, bundle):
             return current
         model = self._loader(bundle, settings)
-        model.warm_up(settings.warmup_runs, settings.max_batch_size)
+        model.warm_up(settings.warmup_runs)
         return model
 
     async def load(self, version: str | None = None) -> SwapResult:

@@ -164,6 +164,15 @@ class CategoryInfo(BaseModel):
     map_hi: float
 
 
+class InferenceInfo(BaseModel):
+    """How this process runs the graph (``PRD_INFERENCE_WORKERS``, ``PRD_INTRA_OP_THREADS``, ``PRD_MAX_BATCH_SIZE``)."""
+
+    workers: int = Field(description="ONNX Runtime runs at once, each on a session of its own.")
+    threads_per_worker: int = Field(description="Intra-op threads of each worker's session; 0: ONNX Runtime's choice.")
+    batch_per_worker: int = Field(description="Graph inputs one run takes at most.")
+    alone_threads: int = Field(description="Threads for a lone input while every worker is idle; 0: no such session.")
+
+
 class InputInfo(BaseModel):
     height: int
     width: int
@@ -192,6 +201,7 @@ class ModelSummary(BaseModel):
     provider: str = Field(description="Execution provider running the graph.")
     session_providers: list[str]
     requested_providers: list[str]
+    inference: InferenceInfo
     available_versions: list[int]
     metrics: dict[str, object]
 

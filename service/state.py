@@ -22,7 +22,7 @@ from service.config import Settings
 from service.errors import NotReady, ShuttingDown, Unauthorized
 from service.metrics import ServiceMetrics
 from service.model_manager import ModelManager
-from service.runtime import OnnxModel
+from service.runtime import OnnxModel, inference_plan
 from service.scoring import Scorer
 
 logger = logging.getLogger("service.state")
@@ -71,12 +71,14 @@ class ServiceState:
         self.draining = False
         self._loop = asyncio.get_running_loop()
         self.drain_expired = asyncio.Event()
+        plan = inference_plan(settings)
         self.batcher = MicroBatcher(
-            max_batch_size=settings.max_batch_size,
+            max_batch_size=plan.batch,
             batch_window_s=settings.batch_window_s,
             queue_limit=settings.queue_limit,
             metrics=self.metrics,
             max_queue_wait_s=settings.max_queue_wait_s,
+            workers=plan.workers,
         )
         self.batcher.start()
         self.pool = ThreadPoolExecutor(max_workers=settings.decode_threads, thread_name_prefix="prd-decode")
@@ -140,16 +142,18 @@ class ServiceState:
         return self.scorer, model
 
 
-def get_state(request: Request) -> ServiceState:
+async def get_state(request: Request) -> ServiceState:
+    """``async`` (as is every dependency here): FastAPI runs a plain ``def`` dependency in a worker thread, a hop
+    that costs every request, refusals included, more than the dependency itself."""
     return request.app.state.prd
 
 
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="Required when PRD_API_KEYS is set.")
 
 
-def require_api_key(request: Request, key: Annotated[str | None, Depends(_api_key_header)]) -> None:
+async def require_api_key(request: Request, key: Annotated[str | None, Depends(_api_key_header)]) -> None:
     """When keys are configured, the request must carry one of them in ``X-API-Key`` (compared in constant time)."""
-    keys = get_state(request).settings.api_key_set
+    keys = request.app.state.prd.settings.api_key_set
     if not keys:
         return
     if key is None or not any(hmac.compare_digest(key.encode(), accepted.encode()) for accepted in keys):

@@ -47,6 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--providers", default="CPUExecutionProvider", help="e.g. CUDAExecutionProvider,CPUExecutionProvider"
     )
     parser.add_argument("--intra-op-threads", type=int, default=0)
+    parser.add_argument("--inference-workers", type=int, default=0, help="the service's (default 0: its own choice)")
     parser.add_argument("--image-size", type=int, default=None, help="uploaded PNG side (default: model input size)")
     parser.add_argument("--raw-only", action="store_true", help="only the raw ONNX Runtime table (e.g. GPU sweeps)")
     parser.add_argument("--json", type=Path, default=None, help="also write all numbers to this file")
@@ -102,6 +103,7 @@ def main(argv: list[str] | None = None) -> None:
         model_name=args.name,
         model_version=str(bundle.manifest.version),
         providers=args.providers,
+        inference_workers=1,  # raw: one run at a time, on every thread ONNX Runtime is given
         intra_op_threads=args.intra_op_threads,
     )
     model = open_model(bundle, settings)
@@ -134,6 +136,7 @@ def _compare_service(args: argparse.Namespace, best: RawCell) -> dict[str, objec
         "PRD_MODEL_VERSION": str(args.version),
         "PRD_PROVIDERS": args.providers,
         "PRD_INTRA_OP_THREADS": str(args.intra_op_threads),
+        "PRD_INFERENCE_WORKERS": str(args.inference_workers),
         "PRD_QUEUE_LIMIT": str(max(256, 4 * max(args.concurrency))),
     }
     log = Path(tempfile.gettempdir()) / "prd-bench-service.log"

@@ -1,12 +1,17 @@
 """Overload and memory from outside, as a busy line would see them: ``python -m service.bench.overload``.
 
 For each tree (``--before`` another checkout, then this one), in one run so the ratios survive a shared machine:
-start ``python -m service`` from that tree, measure its capacity (closed loop, 8 requests in flight: batches
-filled, yet under the default wait deadline, so nothing is refused), then offer ``--factor`` × the first tree's
+start ``python -m service`` from that tree, measure one camera posting one part at a time (closed loop, 1 in
+flight: images/s and p50), its capacity (closed loop, 8 requests in flight: batches filled, yet under the default
+wait deadline, so nothing is refused), then offer ``--factor`` × the first tree's
 capacity open loop (a new connection per request, sent on schedule whatever the answers) for ``--seconds``, and
 print: offered, accepted (200), answered (any status), refused (503) with their latency, accepted p50/p99, goodput
-(images answered 200 per second of the offering window, and its share of capacity), the server's peak RSS, and the
-CPU seconds the server and this client used meanwhile (on one machine the client's share is not the server's).
+and its share of capacity, the server's peak RSS, and the CPU seconds the server and this client used meanwhile (on
+one machine the client's share is not the server's). Goodput is images answered 200 per second in the steady state:
+answers finished between ``--warmup`` seconds after the offering began and its end, over that time. The first
+seconds are left out because an answer needs a full batch's first pass and then its tiles' pass before it comes
+back: a server busy from the first second still answers nothing for that long (the pipeline fills). Goodput over the
+whole window (answers finished within it, per second of it) is printed beside it.
 ``--memory`` then sends, to a fresh server of each tree, one 7000² 16-bit RGBA PNG, the largest request the
 defaults allow (16-bit RGBA, ``--memory-pixels`` in all) and 16 × 7000² 8-bit PNGs, and prints status, seconds and
 peak RSS growth.
@@ -87,19 +92,27 @@ def _pct(values: list[float], q: float) -> str:
     return f"{np.percentile(values, q) * 1000:.0f} ms" if values else "-"
 
 
-def _overload_line(name: str, answers: list[Answer], seconds: float, capacity: float, basis: float, rss: float) -> str:
-    """Goodput: images answered 200 per second while the load was offered (answers finished within ``seconds``)."""
+def goodput(answers: list[Answer], start: float, end: float) -> float:
+    """Images answered 200 per second: answers finished between ``start`` and ``end`` seconds after the offering
+    began, over ``end - start``."""
+    return sum(1 for s, t, sent in answers if s == 200 and start <= sent + t <= end) / (end - start)
+
+
+def _overload_line(
+    name: str, answers: list[Answer], seconds: float, warmup: float, capacity: float, basis: float, rss: float
+) -> str:
     ok = [t for s, t, _ in answers if s == 200]
     refused = [t for s, t, _ in answers if s == 503]
     other = sorted({s for s, _, _ in answers if s not in (200, 503)})
-    goodput = sum(1 for s, t, sent in answers if s == 200 and sent + t <= seconds) / seconds
+    steady, whole = goodput(answers, warmup, seconds), goodput(answers, 0.0, seconds)
     return (
         f"{name}: offered {len(answers)}, accepted {len(ok)}, answered {sum(1 for s, _, _ in answers if s)}, "
         f"refused {len(refused)} (p50 {_pct(refused, 50)}, p99 {_pct(refused, 99)}, "
         f"over 1 s {sum(t > 1 for t in refused)}), other statuses {other or '-'}; "
-        f"accepted p50 {_pct(ok, 50)}, p99 {_pct(ok, 99)}; goodput {goodput:.1f} "
-        f"images/s = {100 * goodput / basis:.0f} % of the capacity the load is based on ({basis:.1f}), "
-        f"{100 * goodput / capacity:.0f} % of this tree's ({capacity:.1f}); peak RSS {rss:.0f} MB"
+        f"accepted p50 {_pct(ok, 50)}, p99 {_pct(ok, 99)}; goodput after {warmup:g} s {steady:.1f} "
+        f"images/s = {100 * steady / basis:.0f} % of the capacity the load is based on ({basis:.1f}), "
+        f"{100 * steady / capacity:.0f} % of this tree's ({capacity:.1f}); over the whole {seconds:g} s "
+        f"{whole:.1f} images/s ({100 * whole / basis:.0f} %); peak RSS {rss:.0f} MB"
     )
 
 
@@ -143,11 +156,14 @@ def main() -> None:
     parser.add_argument("--before", type=Path, help="another checkout to measure first (e.g. the previous commit)")
     parser.add_argument("--factor", type=float, default=4.0, help="offered load, times the first tree's capacity")
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--warmup", type=float, default=5.0, help="seconds of the offering left out of goodput")
     parser.add_argument("--capacity-seconds", type=float, default=8.0)
     parser.add_argument("--memory", action="store_true", help="also the largest-request memory check")
     parser.add_argument("--memory-pixels", type=int, default=100_000_000)
     parser.add_argument("--log", type=Path, default=Path("overload-bench.log"))
     args = parser.parse_args()
+    if not 0 <= args.warmup < args.seconds:
+        parser.error(f"--warmup ({args.warmup:g}) must be at least 0 and less than --seconds ({args.seconds:g})")
     env = {
         "PRD_MODEL_STORE": str(args.store.resolve()),
         "PRD_MODEL_NAME": args.name,
@@ -159,6 +175,12 @@ def main() -> None:
     basis = 0.0
     for name, tree in trees:
         with _server(tree, env, args.log.resolve()) as (port, pid):
+            lone = asyncio.run(run_load(HOST, port, request, 1, 1, args.capacity_seconds, 100_000))
+            print(
+                f"{name}: one in flight {lone.images_per_s:.1f} images/s, p50 {lone.p50_ms:.0f} ms, "
+                f"p99 {lone.p99_ms:.0f} ms ({lone.errors} not 200)",
+                flush=True,
+            )
             cell = asyncio.run(run_load(HOST, port, request, 1, 8, args.capacity_seconds, 100_000))
             capacity = cell.images_per_s
             basis = basis or capacity
@@ -171,7 +193,8 @@ def main() -> None:
             cpu = (_cpu_s(pid), _cpu_s(os.getpid()))
             answers, elapsed = asyncio.run(_open_loop(port, request, rate, args.seconds))
             server_cpu, client_cpu = _cpu_s(pid) - cpu[0], _cpu_s(os.getpid()) - cpu[1]
-            print(_overload_line(name, answers, args.seconds, capacity, basis, _rss_mb(pid, "VmHWM")), flush=True)
+            line = _overload_line(name, answers, args.seconds, args.warmup, capacity, basis, _rss_mb(pid, "VmHWM"))
+            print(line, flush=True)
             print(
                 f"{name}: CPU while offering ({elapsed:.0f} s, answers included): server {server_cpu:.0f} s, "
                 f"this client {client_cpu:.0f} s ({100 * client_cpu / (elapsed * (os.cpu_count() or 1)):.0f} % of "

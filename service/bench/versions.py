@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     models = {}
     for version in versions:
         bundle = load_bundle(args.store, args.name, version)
-        settings = Settings(model_store=args.store, model_name=args.name, model_version=version)
+        settings = Settings(model_store=args.store, model_name=args.name, model_version=version, inference_workers=1)
         models[version] = open_model(bundle, settings)
     best: dict[tuple[str, int], float] = {}
     for _ in range(args.rounds):

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from model_store.bundle import list_versions
 from model_store.manifest import GLOBAL_KEY, CategoryCalibration
 from service.routes.docs import MANAGEMENT_RESPONSES
-from service.schemas import CategoryInfo, InputInfo, ModelRef, ModelSummary, ReloadResponse
+from service.schemas import CategoryInfo, InferenceInfo, InputInfo, ModelRef, ModelSummary, ReloadResponse
 from service.state import ApiKeyDep, StateDep
 
 router = APIRouter(tags=["models"])
@@ -47,6 +47,12 @@ async def models(state: StateDep, _: ApiKeyDep) -> ModelSummary:
         provider=model.provider,
         session_providers=model.providers,
         requested_providers=model.requested_providers,
+        inference=InferenceInfo(
+            workers=model.plan.workers,
+            threads_per_worker=model.plan.threads,
+            batch_per_worker=model.plan.batch,
+            alone_threads=model.plan.alone_threads,
+        ),
         available_versions=list_versions(settings.model_store, settings.model_name),
         metrics=dict(manifest.metrics),
     )

@@ -32,6 +32,7 @@ def settings_for(store: Path, **overrides: Any) -> Settings:
         "model_store": store,
         "model_name": "tiny",
         "providers": "CPUExecutionProvider",
+        "inference_workers": 1,
         "intra_op_threads": 1,
         "decode_threads": 2,
         "warmup_runs": 1,
@@ -66,11 +67,11 @@ class GatedModel:
         self._inner = inner
         self._gate = gate
 
-    def predict(self, batch: np.ndarray) -> list[Any]:
+    def predict(self, batch: np.ndarray, alone: bool = False) -> list[Any]:
         self._gate.batches.append(len(batch))
         self._gate.entered.set()
         self._gate.opened.wait(PATIENCE_S)
-        return self._inner.predict(batch)
+        return self._inner.predict(batch, alone)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
+from service import batching
 from service.batching import MicroBatcher
 from service.errors import InferenceFailed, QueueFull, ShuttingDown
 from service.metrics import ServiceMetrics
@@ -20,13 +21,15 @@ class FakeModel:
 
     def __init__(self, hold: bool = False, fail: bool = False) -> None:
         self.batches: list[list[int]] = []
+        self.alone: list[bool] = []
         self.release = threading.Event()
         if not hold:
             self.release.set()
         self.fail = fail
 
-    def predict(self, batch: np.ndarray) -> list[int]:
+    def predict(self, batch: np.ndarray, alone: bool = False) -> list[int]:
         self.batches.append([int(image[0, 0, 0]) for image in batch])
+        self.alone.append(alone)
         self.release.wait(20)
         if self.fail:
             raise RuntimeError("boom")
@@ -38,10 +41,11 @@ def image(value: int) -> np.ndarray:
 
 
 def batcher(
-    max_batch_size: int = 4, window_s: float = 5.0, queue_limit: int = 16
+    max_batch_size: int = 4, window_s: float = 5.0, queue_limit: int = 16, workers: int = 1
 ) -> tuple[MicroBatcher, ServiceMetrics]:
     metrics = ServiceMetrics(CollectorRegistry())
-    b = MicroBatcher(max_batch_size=max_batch_size, batch_window_s=window_s, queue_limit=queue_limit, metrics=metrics)
+    size, window, limit = max_batch_size, window_s, queue_limit
+    b = MicroBatcher(max_batch_size=size, batch_window_s=window, queue_limit=limit, metrics=metrics, workers=workers)
     return b, metrics
 
 
@@ -235,5 +239,114 @@ def test_batches_never_mix_models() -> None:
         assert results == [[1], [2], [3]]
         assert new.batches == [[2]] and [v for batch in old.batches for v in batch] == [1, 3]
         await b.stop(5)
+
+    run(scenario())
+
+
+def test_two_workers_run_two_batches_at_once_and_the_next_waits_for_a_free_one() -> None:
+    async def scenario() -> None:
+        b, _ = batcher(max_batch_size=2, window_s=0.0, workers=2)
+        b.start()
+        model = FakeModel(hold=True)
+        first = asyncio.ensure_future(b.submit(model, [image(1)]))
+        await until(lambda: len(model.batches) == 1, "first batch running")
+        second = asyncio.ensure_future(b.submit(model, [image(2)]))
+        await until(lambda: len(model.batches) == 2, "second batch running beside the first")
+        third = asyncio.ensure_future(b.submit(model, [image(3), image(4)]))
+        await until(lambda: b.depth == 2, "third queued")
+        assert len(model.batches) == 2  # both workers busy: it waits
+        model.release.set()
+        assert await first == [1] and await second == [2] and await third == [3, 4]
+        assert model.batches[:2] == [[1], [2]] and sorted(v for batch in model.batches[2:] for v in batch) == [3, 4]
+        await b.stop(5)
+
+    run(scenario())
+
+
+def test_waiting_images_are_shared_out_between_free_workers() -> None:
+    async def scenario() -> None:
+        b, _ = batcher(max_batch_size=8, window_s=0.0, workers=2)
+        b.start()
+        model = FakeModel(hold=True)
+        pending = asyncio.ensure_future(b.submit(model, [image(i) for i in range(3)]))
+        await until(lambda: len(model.batches) == 2, "both workers running")
+        model.release.set()
+        assert await pending == [0, 1, 2]
+        assert model.batches == [[0, 1], [2]]  # one request's three inputs side by side, not three on one worker
+        await b.stop(5)
+
+    run(scenario())
+
+
+def test_a_lone_image_with_every_worker_idle_runs_alone_and_holds_them_all() -> None:
+    async def scenario() -> None:
+        b, _ = batcher(max_batch_size=4, window_s=0.0, workers=2)
+        b.start()
+        model = FakeModel(hold=True)
+        lone = asyncio.ensure_future(b.submit(model, [image(1)]))
+        await until(lambda: len(model.batches) == 1, "lone image running")
+        pair = asyncio.ensure_future(b.submit(model, [image(2), image(3)]))
+        await until(lambda: b.depth == 2, "next request queued")
+        assert len(model.batches) == 1  # the lone run holds both workers: nothing runs beside it
+        model.release.set()
+        assert await lone == [1] and await pair == [2, 3]
+        assert model.batches == [[1], [2], [3]] and model.alone == [True, False, False]
+        await b.stop(5)
+
+    run(scenario())
+
+
+def test_wait_estimate_is_the_time_per_input_with_every_worker_at_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fake clock the model moves by one second per run: a lone run of one image is one second per input, two
+    runs side by side (both measured over the same two seconds) are two seconds each, shared by two workers."""
+    clock = [0.0]
+    monkeypatch.setattr(batching.time, "perf_counter", lambda: clock[0])
+    both_started, both_moved = threading.Barrier(2, timeout=20), threading.Barrier(2, timeout=20)
+
+    class ClockModel:
+        def predict(self, batch: np.ndarray, alone: bool = False) -> list[int]:
+            if not alone:
+                both_started.wait()
+            clock[0] += 1.0
+            if not alone:
+                both_moved.wait()
+            return [0] * len(batch)
+
+    async def scenario() -> None:
+        b, _ = batcher(max_batch_size=4, window_s=0.0, workers=2)
+        b.start()
+        await b.submit(ClockModel(), [image(1)])  # alone: 1 s for 1 input
+        ahead = b.reserve(6)
+        assert b.estimated_wait_s() == pytest.approx(6.0)
+        ahead.release()
+        await b.submit(ClockModel(), [image(1), image(2)])  # two runs of one image side by side, 2 s each
+        assert b.estimated_wait_s(6) == pytest.approx(6 * (0.8 * 1.0 + 0.2 * 1.0))
+        await b.stop(5)
+
+    run(scenario())
+
+
+def test_stop_waits_for_every_running_batch_or_fails_them_all_after_the_drain_timeout() -> None:
+    async def scenario() -> None:
+        b, _ = batcher(max_batch_size=1, window_s=0.0, workers=2)
+        b.start()
+        model = FakeModel(hold=True)
+        running = [asyncio.ensure_future(b.submit(model, [image(i)])) for i in range(2)]
+        await until(lambda: len(model.batches) == 2, "both running")
+        stopping = asyncio.ensure_future(b.stop(10))
+        await until(lambda: not b.accepting, "stop begun")
+        model.release.set()
+        assert [await r for r in running] == [[0], [1]]
+        await stopping
+
+        b, _ = batcher(max_batch_size=1, window_s=0.0, workers=2)
+        b.start()
+        model = FakeModel(hold=True)
+        pending = [asyncio.ensure_future(b.submit(model, [image(i)])) for i in range(3)]
+        await until(lambda: len(model.batches) == 2, "both running")
+        await b.stop(0.05)
+        outcomes = await asyncio.gather(*pending, return_exceptions=True)
+        assert all(isinstance(outcome, ShuttingDown) for outcome in outcomes)
+        model.release.set()
 
     run(scenario())

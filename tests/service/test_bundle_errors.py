@@ -85,7 +85,7 @@ def test_category_count_differing_from_graph_is_refused_at_warm_up(tmp_path: Pat
     _edit_manifest(directory, onnx={**manifest["onnx"], "sha256": sha256_file(directory / "model.onnx")})
     model = open_model(load_bundle(tmp_path, "tiny"), settings_for(tmp_path))
     with pytest.raises(BundleError, match="category_similarity") as refused:
-        model.warm_up(1, 4)
+        model.warm_up(1)
     assert "model.onnx" in str(refused.value) and "3 categories" in str(refused.value)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from pydantic import ValidationError
 from model_store.bundle import load_bundle
 from model_store.session import CPU, CUDA
 from service.config import Settings
-from service.runtime import choose_providers, open_model
+from service.runtime import InferencePlan, choose_providers, inference_plan, open_model, usable_cores
 from tests.fixtures.tiny_bundle import make_tiny_bundle
 from tests.service.harness import settings_for
 
@@ -69,3 +70,62 @@ def test_importing_the_app_module_needs_no_model_and_reads_no_configuration() ->
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "ok", done.stderr
+
+
+@pytest.mark.parametrize(
+    ("values", "available", "cores", "plan"),
+    [
+        ({}, [CPU], 2, InferencePlan(workers=2, threads=1, batch=8, alone_threads=2)),  # CPU: two half-width workers
+        ({}, [CPU], 16, InferencePlan(workers=2, threads=8, batch=8, alone_threads=16)),
+        ({}, [CPU], 1, InferencePlan(workers=1, threads=0, batch=16)),
+        ({}, [CUDA, CPU], 16, InferencePlan(workers=1, threads=0, batch=16)),  # a GPU: one at a time
+        ({"providers": CPU}, [CUDA, CPU], 4, InferencePlan(workers=2, threads=2, batch=8, alone_threads=4)),
+        ({"inference_workers": 1}, [CPU], 2, InferencePlan(workers=1, threads=0, batch=16)),
+        ({"inference_workers": 3, "intra_op_threads": 2}, [CPU], 2, InferencePlan(3, 2, batch=5, alone_threads=6)),
+        ({"inference_workers": 4, "max_batch_size": 2}, [CPU], 8, InferencePlan(4, 2, batch=1, alone_threads=8)),
+        ({"inference_workers": 2}, [CUDA, CPU], 8, InferencePlan(workers=2, threads=0, batch=8)),
+    ],
+)
+def test_inference_plan_resolves_workers_threads_and_each_workers_batch(
+    values: dict[str, object], available: list[str], cores: int, plan: InferencePlan
+) -> None:
+    settings = Settings(**{"providers": f"{CUDA},{CPU}", "max_batch_size": 16, **values})
+    assert inference_plan(settings, available, cores) == plan
+
+
+@pytest.mark.parametrize(("cpu_max", "cap"), [("150000 100000\n", 2), ("50000 100000\n", 1), ("max 100000\n", None)])
+def test_usable_cores_follow_a_cgroup_cpu_quota(tmp_path: Path, cpu_max: str, cap: int | None) -> None:
+    (tmp_path / "cpu.max").write_text(cpu_max)
+    unlimited = usable_cores(tmp_path / "missing")
+    assert usable_cores(tmp_path / "cpu.max") == (unlimited if cap is None else min(cap, unlimited))
+
+
+def test_each_worker_runs_on_a_session_of_its_own_at_the_same_time(tmp_path: Path) -> None:
+    make_tiny_bundle(tmp_path)
+    settings = settings_for(tmp_path, inference_workers=2, max_batch_size=4)
+    model = open_model(load_bundle(tmp_path, "tiny"), settings)
+    assert len(model.sessions) == 2 and model.plan == InferencePlan(workers=2, threads=1, batch=2, alone_threads=2)
+    assert model.alone_session is not None and model.alone_session not in model.sessions
+    model.warm_up(1)
+    both_inside = threading.Barrier(2, timeout=20)  # passes only if two runs are in progress at once
+    used: list[int] = []
+    for session in model.sessions:
+        run = session.run
+
+        def held(batch: np.ndarray, run=run, session=session):  # type: ignore[no-untyped-def]
+            used.append(id(session))
+            both_inside.wait()
+            return run(batch)
+
+        session.run = held  # type: ignore[method-assign]
+    batch = np.zeros((2, 32, 32, 3), dtype=np.uint8)
+    results: list[object] = []
+    threads = [threading.Thread(target=lambda: results.append(model.predict(batch))) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(results) == 2 and sorted(used) == sorted(id(session) for session in model.sessions)
+    used.clear()
+    [alone] = model.predict(batch[:1], alone=True)  # on the lone-input session: no worker session touched
+    assert used == [] and alone.score.shape == (1,)

@@ -33,6 +33,29 @@ def test_concurrent_requests_are_scored_in_one_batch(store: Path) -> None:
     run(scenario())
 
 
+def test_two_inference_workers_run_two_requests_at_once_with_the_same_answers(store: Path) -> None:
+    gate = Gate()
+
+    async def scenario() -> None:
+        async with serving(settings_for(store)) as h:
+            alone = (await h.score(IMAGE)).json()["results"]
+        settings = settings_for(store, inference_workers=2, max_batch_size=8, batch_window_ms=0)
+        async with serving(settings, loader=gated_loader(gate)) as h:
+            assert h.state.batcher.workers == 2 and h.state.batcher.max_batch_size == 4  # 8 shared by two
+            inference = (await h.client.get("/models")).json()["inference"]
+            assert inference == {"workers": 2, "threads_per_worker": 1, "batch_per_worker": 4, "alone_threads": 2}
+            gate.close()
+            first = asyncio.ensure_future(h.score(IMAGE))
+            await until(lambda: len(gate.batches) == 1, "first request held in the model")
+            second = asyncio.ensure_future(h.score(IMAGE))
+            await until(lambda: len(gate.batches) == 2, "second request in the model beside it, not queued")
+            gate.open()
+            answers = [(await first).json()["results"], (await second).json()["results"]]
+            assert answers == [alone, alone]
+
+    run(scenario())
+
+
 def test_full_queue_answers_503_with_retry_after_at_once(store: Path) -> None:
     gate = Gate()
 
