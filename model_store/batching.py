@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 MAX_BATCH_SIZE = 16
-"""Images per ONNX Runtime run, at most (the service's micro-batcher, Triton's ``max_batch_size``)."""
+"""Graph inputs in inference at once: Triton's ``max_batch_size`` per instance, the service's micro-batcher shared
+between its inference workers (one on a GPU, two on CPU with 8 each: ``service.runtime.inference_plan``)."""
 BATCH_WINDOW_MS = 5.0
 """Longest wait of the oldest image for company (Triton: ``max_queue_delay_microseconds`` = 1000 × this)."""
 ENV_MAX_BATCH_SIZE = "PRD_MAX_BATCH_SIZE"

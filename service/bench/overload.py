@@ -3,7 +3,8 @@
 For each tree (``--before`` another checkout, then this one), in one run so the ratios survive a shared machine:
 start ``python -m service`` from that tree, measure one camera posting one part at a time (closed loop, 1 in
 flight: images/s and p50), its capacity (closed loop, 8 requests in flight: batches filled, yet under the default
-wait deadline, so nothing is refused), then offer ``--factor`` × the first tree's
+wait deadline, so nothing is refused; measured again after the offering, and this tree's capacity is the mean of
+the two, since a shared machine's speed drifts between measurements), then offer ``--factor`` × the first tree's
 capacity open loop (a new connection per request, sent on schedule whatever the answers) for ``--seconds``, and
 print: offered, accepted (200), answered (any status), refused (503) with their latency, accepted p50/p99, goodput
 and its share of capacity, the server's peak RSS, and the CPU seconds the server and this client used meanwhile (on
@@ -193,8 +194,11 @@ def main() -> None:
             cpu = (_cpu_s(pid), _cpu_s(os.getpid()))
             answers, elapsed = asyncio.run(_open_loop(port, request, rate, args.seconds))
             server_cpu, client_cpu = _cpu_s(pid) - cpu[0], _cpu_s(os.getpid()) - cpu[1]
-            line = _overload_line(name, answers, args.seconds, args.warmup, capacity, basis, _rss_mb(pid, "VmHWM"))
-            print(line, flush=True)
+            rss = _rss_mb(pid, "VmHWM")
+            again = asyncio.run(run_load(HOST, port, request, 1, 8, args.capacity_seconds, 100_000)).images_per_s
+            capacity = (capacity + again) / 2
+            print(f"{name}: capacity again after the offering {again:.1f} images/s; mean {capacity:.1f}", flush=True)
+            print(_overload_line(name, answers, args.seconds, args.warmup, capacity, basis, rss), flush=True)
             print(
                 f"{name}: CPU while offering ({elapsed:.0f} s, answers included): server {server_cpu:.0f} s, "
                 f"this client {client_cpu:.0f} s ({100 * client_cpu / (elapsed * (os.cpu_count() or 1)):.0f} % of "
