@@ -10,7 +10,7 @@ cores. One run spread over all the cores waits, at every operator, for its slowe
 (uploads, decoding, answers, refusals) takes one core for a moment, the whole run stalls, so under load the graph
 loses about as much time as the HTTP layer uses. Two half-width runs lose only the preempted one's share
 (docs/reliability.md has the figures). A lone image with both workers idle (a single camera posting one part at a
-time) would wait twice as long on half the cores, so it runs on a third session with all of them. A GPU runs one
+time) would get half the cores, so it runs on a third session with all of them. A GPU runs one
 at a time anyway: one worker there.
 """
 
