@@ -173,11 +173,10 @@ def open_model(bundle: Bundle, settings: Settings) -> OnnxModel:
     requested = choose_providers(settings.provider_names, available_providers())
     attempts = [requested] if requested == [CPU] else [requested, [CPU]]
     plan = inference_plan(settings)
-    options = (plan.threads, settings.inter_op_threads, settings.intra_op_spinning)
     errors: list[str] = []
     for providers in attempts:
         try:
-            session = _session(bundle, providers, options, settings)
+            session = _session(bundle, providers, plan.threads, settings)
             break
         except BundleError as exc:
             errors.append(f"{providers}: {exc}")
@@ -185,10 +184,8 @@ def open_model(bundle: Bundle, settings: Settings) -> OnnxModel:
     else:
         raise BundleError(f"{bundle.onnx_path}: ONNX Runtime cannot load the graph ({'; '.join(errors)})")
     verify_graph_io(bundle, session.input_names, session.input_types, session.output_names)
-    others = [_session(bundle, session.providers, options, settings) for _ in range(plan.workers - 1)]
-    alone = None
-    if plan.alone_threads:
-        alone = _session(bundle, session.providers, (plan.alone_threads, *options[1:]), settings)
+    others = [_session(bundle, session.providers, plan.threads, settings) for _ in range(plan.workers - 1)]
+    alone = _session(bundle, session.providers, plan.alone_threads, settings) if plan.alone_threads else None
     planner = bundle.manifest.planner(settings.recognition_min_similarity)
     model = OnnxModel(bundle, [session, *others], requested, planner, plan, alone)
     if model.provider != requested[0]:
@@ -196,7 +193,7 @@ def open_model(bundle: Bundle, settings: Settings) -> OnnxModel:
     return model
 
 
-def _session(bundle: Bundle, providers: list[str], options: tuple[int, int, bool], settings: Settings) -> GraphSession:
-    return GraphSession(
-        bundle.onnx_path, providers, session_options(*options), settings.cuda_device_id, bundle.manifest.outputs
-    )
+def _session(bundle: Bundle, providers: list[str], threads: int, settings: Settings) -> GraphSession:
+    """The bundle's graph on ``providers`` with ``threads`` intra-op threads and the settings' other options."""
+    options = session_options(threads, settings.inter_op_threads, settings.intra_op_spinning)
+    return GraphSession(bundle.onnx_path, providers, options, settings.cuda_device_id, bundle.manifest.outputs)

@@ -151,9 +151,11 @@ async def get_state(request: Request) -> ServiceState:
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="Required when PRD_API_KEYS is set.")
 
 
-async def require_api_key(request: Request, key: Annotated[str | None, Depends(_api_key_header)]) -> None:
+async def require_api_key(
+    state: Annotated[ServiceState, Depends(get_state)], key: Annotated[str | None, Depends(_api_key_header)]
+) -> None:
     """When keys are configured, the request must carry one of them in ``X-API-Key`` (compared in constant time)."""
-    keys = request.app.state.prd.settings.api_key_set
+    keys = state.settings.api_key_set
     if not keys:
         return
     if key is None or not any(hmac.compare_digest(key.encode(), accepted.encode()) for accepted in keys):

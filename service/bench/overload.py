@@ -32,7 +32,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from service.bench.load import _read_response, multipart_request, run_load
+from service.bench.load import LoadCell, _read_response, multipart_request, run_load
 from service.bench.server import HOST, service_process
 
 REPO = Path(__file__).resolve().parents[2]
@@ -74,6 +74,11 @@ async def _one(port: int, request: bytes) -> tuple[int, float, float]:
 
 
 Answer = tuple[int, float, float]
+
+
+def _closed_loop(port: int, request: bytes, in_flight: int, seconds: float) -> LoadCell:
+    """``in_flight`` keep-alive connections posting ``request`` back to back for ``seconds``."""
+    return asyncio.run(run_load(HOST, port, request, 1, in_flight, seconds, 100_000))
 
 
 async def _open_loop(port: int, request: bytes, rate: float, seconds: float) -> tuple[list[Answer], float]:
@@ -176,13 +181,13 @@ def main() -> None:
     basis = 0.0
     for name, tree in trees:
         with _server(tree, env, args.log.resolve()) as (port, pid):
-            lone = asyncio.run(run_load(HOST, port, request, 1, 1, args.capacity_seconds, 100_000))
+            lone = _closed_loop(port, request, 1, args.capacity_seconds)
             print(
                 f"{name}: one in flight {lone.images_per_s:.1f} images/s, p50 {lone.p50_ms:.0f} ms, "
                 f"p99 {lone.p99_ms:.0f} ms ({lone.errors} not 200)",
                 flush=True,
             )
-            cell = asyncio.run(run_load(HOST, port, request, 1, 8, args.capacity_seconds, 100_000))
+            cell = _closed_loop(port, request, 8, args.capacity_seconds)
             capacity = cell.images_per_s
             basis = basis or capacity
             rate = args.factor * basis
@@ -195,7 +200,7 @@ def main() -> None:
             answers, elapsed = asyncio.run(_open_loop(port, request, rate, args.seconds))
             server_cpu, client_cpu = _cpu_s(pid) - cpu[0], _cpu_s(os.getpid()) - cpu[1]
             rss = _rss_mb(pid, "VmHWM")
-            again = asyncio.run(run_load(HOST, port, request, 1, 8, args.capacity_seconds, 100_000)).images_per_s
+            again = _closed_loop(port, request, 8, args.capacity_seconds).images_per_s
             capacity = (capacity + again) / 2
             print(f"{name}: capacity again after the offering {again:.1f} images/s; mean {capacity:.1f}", flush=True)
             print(_overload_line(name, answers, args.seconds, args.warmup, capacity, basis, rss), flush=True)
